@@ -1,0 +1,50 @@
+# Everything a fresh machine needs: a venv with the project and its dev tools, the Node
+# SMSC used by the SMPP tests, the zipapp. Targets are idempotent (stamp files).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SMSC := tests/smsc
+SMSC_STAMP := $(SMSC)/node_modules/.installed
+
+.PHONY: run test lint typecheck pytest zipapp zipapp-test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(SMSC_STAMP): $(SMSC)/package.json $(SMSC)/package-lock.json
+	cd $(SMSC) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(SMSC_STAMP)
+
+run: $(STAMP)
+	$(BIN)/smsgw serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check smsgw tests bench
+	$(BIN)/ruff format --check smsgw tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) $(SMSC_STAMP)
+	$(BIN)/pytest -m "not zipapp" -p no:cacheprovider
+
+test: lint typecheck pytest
+
+dist/smsgw.pyz: $(STAMP) shiv.spec pyproject.toml $(shell find smsgw -name '*.py')
+	mkdir -p dist
+	$(BIN)/shiv $$(grep -v '^\s*#' shiv.spec)
+
+zipapp: dist/smsgw.pyz
+
+zipapp-test: dist/smsgw.pyz $(SMSC_STAMP)
+	SMSGW_PYZ=$(CURDIR)/dist/smsgw.pyz $(BIN)/pytest -m zipapp -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/accept.py
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info $(SMSC)/node_modules

@@ -1,0 +1,103 @@
+"""What every upstream carrier (simulator, SMPP, later CMPP) offers the pipeline.
+
+The pipeline only talks to this interface: it submits one `OutboundSms` at a time (many
+concurrently), gets a `SubmitAccepted` or a `SubmitError` whose `kind` tells it what to do
+next, and reads `DeliveryReport`s from one channel. Reports are matched to submits by
+`normalize_id(carrier_msgid)` on both sides, because operators are not always consistent
+about the case or padding of their own ids.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+import attrs
+import trio
+
+
+@attrs.frozen
+class OutboundSms:
+    """One delivery (one phone) handed to a carrier."""
+
+    message_id: int  # the store's row id
+    appid: str
+    msgid: str
+    phone: str
+    text: str
+    msgtype: int
+    attempt: int  # 1 for the first try
+
+
+@attrs.frozen
+class SubmitAccepted:
+    """The operator took the message; reports will refer to `part_ids`."""
+
+    carrier_msgid: str  # operator id of the (first) part
+    part_ids: tuple[str, ...]  # one operator id per segment (len 1 for a short SMS)
+
+
+class SubmitErrorKind(enum.Enum):
+    TEMPORARY = "temporary"  # retry (counts as a failed attempt)
+    PERMANENT = "permanent"  # never retry
+    THROTTLED = "throttled"  # operator asked us to slow down: retry soon, NOT a failed attempt
+    IN_DOUBT = "in_doubt"  # link died with the submit in flight: treat as a crash (DESIGN §2)
+
+
+class SubmitError(Exception):
+    """A submit that did not end with the operator accepting the message."""
+
+    def __init__(self, kind: SubmitErrorKind, stat: str, detail: str) -> None:
+        super().__init__(kind, stat, detail)
+        self.kind = kind
+        self.stat = stat  # short code for receipts: "SIM_FAIL", "ESME_RSUBMITFAIL", ...
+        self.detail = detail  # human text for logs / the A003 `error`
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.stat}: {self.detail}"
+
+
+@attrs.frozen
+class DeliveryReport:
+    carrier_msgid: str  # as the operator gave it (the carrier normalizes before matching)
+    delivered: bool
+    stat: str  # "DELIVRD", "UNDELIV", "EXPIRED", "REJECTD", ...
+    error: str | None
+    at_ms: int  # wall-clock ms since the epoch
+
+
+class Carrier(Protocol):
+    """An upstream operator connection.
+
+    `name` and `gives_reports` are read-only properties so that an implementation may hold
+    them as plain attributes or compute them.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def gives_reports(self) -> bool:
+        """False: "accepted by the operator" is final (A002 status 1)."""
+        ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the carrier's sessions and tasks; start with `nursery.start`; runs until
+        cancelled, then closes the reports channel."""
+        ...
+
+    async def submit(self, sms: OutboundSms) -> SubmitAccepted:
+        """Send one message; raises `SubmitError`. Safe to call concurrently."""
+        ...
+
+    def reports(self) -> trio.MemoryReceiveChannel[DeliveryReport]:
+        """The delivery reports, for ONE consumer (the pipeline)."""
+        ...
+
+    def normalize_id(self, carrier_msgid: str) -> str:
+        """The key used to match reports to submits."""
+        ...
+
+    async def aclose(self) -> None:
+        """Graceful: stop taking submits, let the in-flight ones finish."""
+        ...

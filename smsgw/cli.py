@@ -1,0 +1,187 @@
+"""`smsgw serve | send | status | --version`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from smsgw import __version__
+from smsgw.client import ClientError, submit_sync
+from smsgw.config import DEMO_APPID, DEMO_SECRET, Config, ConfigError, load_config
+from smsgw.gateway import Gateway, GatewayInfo, store_from_config
+from smsgw.logs import setup_logging
+from smsgw.protocol.framing import LengthStyle
+from smsgw.protocol.messages import converter
+from smsgw.protocol.status import Status
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smsgw", description="SMS gateway: accept, store, send, push receipts."
+    )
+    parser.add_argument("--version", action="version", version=f"smsgw {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway (configured by SMSGW_* variables)")
+    serve.set_defaults(run=_serve)
+
+    send = commands.add_parser("send", help="submit SMS (A001) and print the B001 reply")
+    send.add_argument("--server", default="127.0.0.1:9000", help="gateway host:port")
+    send.add_argument("--appid", default=DEMO_APPID)
+    send.add_argument("--secret", default=DEMO_SECRET)
+    send.add_argument("--phone", help="one number or several, comma-separated")
+    send.add_argument("--message", help="the text")
+    send.add_argument("--msgid", help="your id for the message (default: a new random id)")
+    send.add_argument("--msgtype", type=int, choices=(1, 2), default=1, help="1 notice, 2 code")
+    send.add_argument("--sendtime", type=int, help="scheduled time, ms since the epoch")
+    send.add_argument("--file", help="a JSON file holding the A001 body (instead of the flags)")
+    send.add_argument("--binary-length", action="store_true", help="4-byte length field")
+    send.add_argument("--timeout", type=float, default=30.0)
+    send.set_defaults(run=_send)
+
+    status = commands.add_parser("status", help="show a message's state and history")
+    status.add_argument("msgid")
+    status.add_argument("--appid", help="only this app's message")
+    status.set_defaults(run=_status)
+    return parser
+
+
+# --- serve ---
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config()
+        setup_logging(config.log_level, config.log_format)
+        _raise_open_files_limit()
+        trio.run(_serve_async, config)
+    except ConfigError as exc:
+        print(f"smsgw: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+async def _serve_async(config: Config) -> None:
+    gateway = Gateway(config)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_stop_on_signals, gateway, outer.cancel_scope)
+        async with trio.open_nursery() as inner:
+            info = await inner.start(gateway.run)
+            _announce(config, info)
+        outer.cancel_scope.cancel()
+
+
+async def _stop_on_signals(gateway: Gateway, everything: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if gateway.shutdown_requested:
+                # A second signal: stop waiting for in-flight work. Commits already made stay.
+                print(f"smsgw: {signal.Signals(signum).name} again: stopping now", flush=True)
+                everything.cancel()
+                return
+            gateway.shutdown()
+
+
+def _announce(config: Config, info: GatewayInfo) -> None:
+    where = ", ".join(str(endpoint) for endpoint in info.listen)
+    tls = " (TLS)" if config.tls_cert else ""
+    print(f"smsgw {__version__} listening on {where}{tls}", flush=True)
+    print(f"  store: {config.db_url}", flush=True)
+    print(f"  carrier: {config.carrier_url}", flush=True)
+    if config.demo:
+        print(
+            f"  demo app: appid={DEMO_APPID} secret={DEMO_SECRET} "
+            "(loopback only; set SMSGW_APPS or SMSGW_APPS_FILE for real apps)",
+            flush=True,
+        )
+
+
+def _raise_open_files_limit() -> None:
+    """Each connection is a descriptor: take the hard limit so SMSGW_MAX_CONNECTIONS fits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# --- send ---
+
+
+def _send(args: argparse.Namespace) -> int:
+    body: Any
+    if args.file:
+        try:
+            with open(args.file, "rb") as handle:
+                body = handle.read()
+        except OSError as exc:
+            print(f"smsgw send: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        if not args.phone or args.message is None:
+            print("smsgw send: give --phone and --message, or --file", file=sys.stderr)
+            return EXIT_CONFIG
+        item: dict[str, Any] = {
+            "phone": args.phone,
+            "message": args.message,
+            "msgid": args.msgid or uuid.uuid4().hex[:20],
+            "msgtype": args.msgtype,
+        }
+        if args.sendtime is not None:
+            item["sendtime"] = args.sendtime
+        body = [item]
+    style = LengthStyle.BINARY if args.binary_length else LengthStyle.DECIMAL
+    try:
+        reply = submit_sync(
+            args.server, args.appid, args.secret, body, length_style=style, timeout=args.timeout
+        )
+    except ClientError as exc:
+        print(f"smsgw send: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(converter.unstructure(reply), ensure_ascii=False))
+    return 0 if reply.status == Status.OK else 1
+
+
+# --- status ---
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        config = load_config()
+        histories = trio.run(_history, config, args.msgid, args.appid)
+    except ConfigError as exc:
+        print(f"smsgw: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not histories:
+        print(f"smsgw status: no message with msgid {args.msgid!r}", file=sys.stderr)
+        return 1
+    for history in histories:
+        print(json.dumps(converter.unstructure(history), ensure_ascii=False, indent=2))
+    return 0
+
+
+async def _history(config: Config, msgid: str, appid: str | None) -> list[Any]:
+    store = store_from_config(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        histories = await store.history(msgid, appid)
+        nursery.cancel_scope.cancel()
+    return list(histories)

@@ -1,0 +1,387 @@
+"""The gateway's configuration: every `SMSGW_*` variable parsed once into typed, checked values.
+
+A bad value raises `ConfigError` naming the variable; `smsgw serve` prints that one line and
+exits 2. With nothing set the result is the embedded demo (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from smsgw.protocol.framing import LengthStyle, canonical_credential
+
+T = TypeVar("T")
+
+DEMO_APPID = "demo"
+DEMO_SECRET = "demo-secret"
+CREDENTIAL_WIDTH = 15
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; `str()` is the one line to print."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
+
+
+@attrs.frozen
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@attrs.frozen
+class AppConfig:
+    appid: str
+    secret: str = attrs.field(repr=False)
+    receipt_endpoint: Endpoint | None = None
+    status_reports: bool = False
+    keep_alive: bool = False
+    networks: tuple[IPNetwork, ...] = ()
+    tps: float | None = None
+    push_length_style: LengthStyle = LengthStyle.DECIMAL
+
+    @property
+    def key(self) -> str:
+        """The form a request's APPID field is compared in (padding rules of DESIGN.md §1)."""
+        return canonical_credential(self.appid)
+
+    def allows(self, address: str) -> bool:
+        if not self.networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+
+@attrs.frozen
+class Config:
+    listen: Endpoint = Endpoint("127.0.0.1", 9000)
+    db_url: str = "sqlite:///./smsgw.db"
+    carrier_url: str = "sim://?fail=0.05&dlr_delay=1"
+    apps: tuple[AppConfig, ...] = ()
+    demo: bool = False
+    max_body: int = 1_048_576
+    max_batch: int = 1000
+    max_segments: int = 10
+    max_schedule: float = 30 * 86400.0
+    max_retries: int = 3
+    retry_backoff: float = 10.0
+    read_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_connections: int = 1024
+    auth_fail_limit: int = 10
+    push_timeout: float = 60.0
+    push_attempts: int = 3
+    push_backoff: float = 5.0
+    shutdown_grace: float = 10.0
+    senders: int = 32
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics: Endpoint | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    def app_by_key(self) -> dict[str, AppConfig]:
+        return {app.key: app for app in self.apps}
+
+
+# --- value parsers: each raises ValueError with the reason, `_read` adds the variable name ---
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `10`, `10s`, `500ms`, `5m`, `1h`, `30d`."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"expected a duration like 10s, 500ms, 5m, 1h or 30d, got {text!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """`host:port` or `[v6]:port`; the port is 0–65535 (0 lets the OS choose)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+    else:
+        host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected host:port, got {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return Endpoint(host, port)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"must be more than zero, got {text!r}")
+    return value
+
+
+def _credential(kind: str, value: str) -> str:
+    if not value:
+        raise ValueError(f"{kind} is empty")
+    if len(value) > CREDENTIAL_WIDTH:
+        raise ValueError(f"{kind} {value[:20]!r} is longer than {CREDENTIAL_WIDTH} characters")
+    if not value.isascii() or not value.isprintable() or value != value.strip():
+        raise ValueError(f"{kind} must be printable ASCII without surrounding spaces")
+    return value
+
+
+def _network(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP network") from None
+
+
+def _tps(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"tps must be a number, got {value!r}")
+    try:
+        tps = float(value)
+    except ValueError:
+        raise ValueError(f"tps must be a number, got {value!r}") from None
+    if tps <= 0:
+        raise ValueError(f"tps must be more than zero, got {value!r}")
+    return tps
+
+
+def parse_apps_compact(text: str) -> list[AppConfig]:
+    """`appid:secret[@host:port]`, comma-separated."""
+    apps = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        appid, sep, rest = entry.partition(":")
+        if not sep:
+            raise ValueError(f"entry {appid!r} is not appid:secret[@host:port]")
+        secret, at, endpoint = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        apps.append(
+            AppConfig(
+                appid=_credential("appid", appid),
+                secret=_credential(f"secret of {appid!r}", secret),
+                receipt_endpoint=parse_endpoint(endpoint) if at else None,
+            )
+        )
+    return apps
+
+
+_APP_KEYS = {
+    "secret",
+    "receipt_endpoint",
+    "status_reports",
+    "keep_alive",
+    "networks",
+    "tps",
+    "push_length",
+}
+
+
+def parse_apps_toml(text: str) -> list[AppConfig]:
+    """`[apps.ID]` tables: secret, receipt_endpoint, status_reports, keep_alive, networks,
+    tps, push_length ("decimal" | "binary")."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"not valid TOML: {exc}") from None
+    tables = document.get("apps")
+    if not isinstance(tables, dict) or not tables:
+        raise ValueError("expected at least one [apps.ID] table")
+    apps = []
+    for appid, table in tables.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"apps.{appid} must be a table")
+        apps.append(_app_from_table(appid, table))
+    return apps
+
+
+def _app_from_table(appid: str, table: dict[str, Any]) -> AppConfig:
+    def typed(key: str, kind: type[T], default: T) -> T:
+        value = table.get(key, default)
+        if not isinstance(value, kind):
+            raise ValueError(f"apps.{appid}.{key} must be a {kind.__name__}")
+        return value
+
+    unknown = set(table) - _APP_KEYS
+    if unknown:
+        raise ValueError(f"apps.{appid}: unknown key(s) {', '.join(sorted(unknown))}")
+    if "secret" not in table:
+        raise ValueError(f"apps.{appid}.secret is missing")
+    endpoint = typed("receipt_endpoint", str, "")
+    push_length = typed("push_length", str, "decimal")
+    if push_length not in {"decimal", "binary"}:
+        raise ValueError(f"apps.{appid}.push_length must be decimal or binary")
+    networks = typed("networks", list, [])
+    try:
+        return AppConfig(
+            appid=_credential("appid", appid),
+            secret=_credential(f"apps.{appid}.secret", typed("secret", str, "")),
+            receipt_endpoint=parse_endpoint(endpoint) if endpoint else None,
+            status_reports=typed("status_reports", bool, False),
+            keep_alive=typed("keep_alive", bool, False),
+            networks=tuple(_network(str(network)) for network in networks),
+            tps=_tps(table["tps"]) if "tps" in table else None,
+            push_length_style=LengthStyle(push_length),
+        )
+    except ValueError as exc:
+        raise ValueError(f"apps.{appid}: {exc}") from None
+
+
+def _check_unique(apps: list[AppConfig]) -> None:
+    seen: dict[str, str] = {}
+    for app in apps:
+        if app.key in seen:
+            raise ValueError(
+                f"apps {seen[app.key]!r} and {app.appid!r} are the same id on the wire "
+                "(ids are left-padded with 0 to 15 characters)"
+            )
+        seen[app.key] = app.appid
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read every `SMSGW_*` variable of `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    defaults = Config()
+    values: dict[str, Any] = {}
+
+    def read(name: str, field: str, parse: Callable[[str], Any]) -> None:
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            return
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+
+    read("SMSGW_LISTEN", "listen", parse_endpoint)
+    read("SMSGW_DB", "db_url", str.strip)
+    read("SMSGW_CARRIER", "carrier_url", str.strip)
+    read("SMSGW_MAX_BODY", "max_body", _int_at_least(64))
+    read("SMSGW_MAX_BATCH", "max_batch", _int_at_least(1))
+    read("SMSGW_MAX_SEGMENTS", "max_segments", _int_at_least(1, 255))
+    read("SMSGW_MAX_SCHEDULE", "max_schedule", _positive_duration)
+    read("SMSGW_MAX_RETRIES", "max_retries", _int_at_least(0, 100))
+    read("SMSGW_RETRY_BACKOFF", "retry_backoff", _positive_duration)
+    read("SMSGW_READ_TIMEOUT", "read_timeout", _positive_duration)
+    read("SMSGW_IDLE_TIMEOUT", "idle_timeout", _positive_duration)
+    read("SMSGW_MAX_CONNECTIONS", "max_connections", _int_at_least(1))
+    read("SMSGW_AUTH_FAIL_LIMIT", "auth_fail_limit", _int_at_least(1))
+    read("SMSGW_PUSH_TIMEOUT", "push_timeout", _positive_duration)
+    read("SMSGW_PUSH_ATTEMPTS", "push_attempts", _int_at_least(1, 100))
+    read("SMSGW_PUSH_BACKOFF", "push_backoff", _positive_duration)
+    read("SMSGW_SHUTDOWN_GRACE", "shutdown_grace", parse_duration)
+    read("SMSGW_SENDERS", "senders", _int_at_least(1, 4096))
+    read("SMSGW_LOG_LEVEL", "log_level", _log_level)
+    read("SMSGW_LOG_FORMAT", "log_format", _log_format)
+    read("SMSGW_METRICS", "metrics", parse_endpoint)
+    read("SMSGW_TLS_CERT", "tls_cert", _readable_file)
+    read("SMSGW_TLS_KEY", "tls_key", _readable_file)
+
+    if ("tls_cert" in values) != ("tls_key" in values):
+        missing = "SMSGW_TLS_KEY" if "tls_cert" in values else "SMSGW_TLS_CERT"
+        raise ConfigError(missing, "TLS needs both SMSGW_TLS_CERT and SMSGW_TLS_KEY")
+
+    apps: list[AppConfig] = []
+    read("SMSGW_APPS", "_compact", parse_apps_compact)
+    apps.extend(values.pop("_compact", []))
+    read("SMSGW_APPS_FILE", "_file", _read_text)
+    if "_file" in values:
+        try:
+            apps.extend(parse_apps_toml(values.pop("_file")))
+        except ValueError as exc:
+            raise ConfigError("SMSGW_APPS_FILE", str(exc)) from None
+    try:
+        _check_unique(apps)
+    except ValueError as exc:
+        raise ConfigError("SMSGW_APPS", str(exc)) from None
+    listen: Endpoint = values.get("listen", defaults.listen)
+    if not apps:
+        if not _is_loopback(listen.host):
+            raise ConfigError(
+                "SMSGW_APPS",
+                "required when SMSGW_LISTEN is not a loopback address "
+                "(the demo app is for loopback only)",
+            )
+        apps = [AppConfig(appid=DEMO_APPID, secret=DEMO_SECRET)]
+        values["demo"] = True
+    values["apps"] = tuple(apps)
+    return attrs.evolve(defaults, **values)
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"expected debug, info, warning, error or critical, got {text!r}")
+    return level
+
+
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError(f"expected text or json, got {text!r}")
+    return value
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+
+
+def _readable_file(path: str) -> str:
+    _read_text(path)
+    return path

@@ -1,0 +1,91 @@
+"""The durable store: the `Store` protocol, its records, and `open_store(url)`."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from smsgw.store.base import (
+    FINAL_STATES,
+    WAITING_STATES,
+    CommitFailed,
+    Event,
+    EventKind,
+    MessageHistory,
+    MessageRecord,
+    MessageUpdate,
+    NewMessage,
+    NewPush,
+    PartMatch,
+    PartRecord,
+    PushKind,
+    PushRecord,
+    PushState,
+    RecoveryReport,
+    State,
+    Store,
+    StoreClosed,
+    StoreError,
+    UnknownMessage,
+)
+from smsgw.store.sqlite import SqliteStore
+
+__all__ = [
+    "FINAL_STATES",
+    "WAITING_STATES",
+    "CommitFailed",
+    "Event",
+    "EventKind",
+    "MessageHistory",
+    "MessageRecord",
+    "MessageUpdate",
+    "NewMessage",
+    "NewPush",
+    "PartMatch",
+    "PartRecord",
+    "PushKind",
+    "PushRecord",
+    "PushState",
+    "RecoveryReport",
+    "SqliteStore",
+    "State",
+    "Store",
+    "StoreClosed",
+    "StoreError",
+    "UnknownMessage",
+    "open_store",
+    "sqlite_path",
+]
+
+_SQLITE_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:` URL: three slashes = relative, four = absolute."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not sep:
+        raise ValueError(f"not a sqlite URL (expected {_SQLITE_FORMS})")
+    if not rest.startswith("/"):
+        raise ValueError(f"a sqlite URL has no host: expected {_SQLITE_FORMS}")
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"a sqlite URL takes no query or fragment: expected {_SQLITE_FORMS}")
+    path = urllib.parse.unquote(rest[1:])
+    if not path or path.endswith("/"):
+        raise ValueError(f"a sqlite URL needs a file name: expected {_SQLITE_FORMS}")
+    if path == ":memory:":
+        raise ValueError("an in-memory SQLite database is not durable: give a file path")
+    return path
+
+
+def open_store(url: str) -> Store:
+    """The store for a database URL (SMSGW_DB). Raises ValueError for a URL it cannot use.
+
+    The message never repeats the URL itself: a PostgreSQL URL may hold a password.
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return SqliteStore(sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        raise ValueError("the PostgreSQL store is not available yet: use sqlite:///path.db")
+    if not scheme:
+        raise ValueError(f"not a database URL: expected {_SQLITE_FORMS}")
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: expected {_SQLITE_FORMS}")

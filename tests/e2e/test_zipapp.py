@@ -1,0 +1,43 @@
+"""The built zipapp (dist/smsgw.pyz) runs on its own: `make zipapp-test` builds and runs this."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.gateway_process import base_env, gateway_process, run_cli
+
+pytestmark = pytest.mark.zipapp
+
+
+def test_the_zipapp_is_the_one_under_test() -> None:
+    pyz = os.environ.get("SMSGW_PYZ", "")
+    assert pyz.endswith(".pyz") and os.path.isfile(pyz), "run through `make zipapp-test`"
+
+
+async def test_zipapp_serves_sends_and_stops(tmp_path: Path) -> None:
+    version = await run_cli(["--version"], base_env(tmp_path, {}))
+    assert version.returncode == 0 and version.stdout.startswith(b"smsgw ")
+    async with gateway_process(tmp_path) as gw:
+        sent = await run_cli(
+            [
+                "send",
+                "--server",
+                gw.address,
+                "--phone",
+                "8613800138000",
+                "--message",
+                "zip",
+                "--msgid",
+                "z1",
+            ],
+            base_env(tmp_path, {}),
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["status"] == "0"
+        shown = await run_cli(["status", "z1"], base_env(tmp_path, {}))
+        assert shown.returncode == 0 and b"8613800138000" in shown.stdout
+    assert gw.process.returncode == 0

@@ -1,0 +1,455 @@
+"""Run the Node SMSC of tests/smsc/ as a subprocess, for tests that need a real SMPP peer.
+
+    async with running_smsc(dlr_delay=0.1) as smsc:
+        ...connect an ESME to 127.0.0.1:smsc.port...
+        submit = await smsc.next_event("submit_sm")
+        await smsc.throttle(5)
+
+The SMSC prints one JSON object per line on stdout (its events) and reads one JSON command
+per line on stdin; tests/smsc/smsc.js documents both. `run_blast` runs tests/smsc/blast.js,
+the Node ESME the SMPP benchmark uses as its ceiling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, Literal, TypedDict, Unpack
+
+import attrs
+import trio
+
+SMSC_DIR = Path(__file__).resolve().parent / "smsc"
+SMSC_SCRIPT = SMSC_DIR / "smsc.js"
+BLAST_SCRIPT = SMSC_DIR / "blast.js"
+
+# One decoded stdout line of the SMSC: {"event": kind, ...}.
+Event = dict[str, Any]
+IdStyle = Literal["decimal", "hex"]
+ReceiptIdStyle = Literal["same", "decimal"]
+BindMode = Literal["transmitter", "transceiver"]
+
+# SMPP command_status values the tests talk about (SMPP 3.4 §5.1.3).
+ESME_ROK = 0x00
+ESME_RINVBNDSTS = 0x04
+ESME_RSYSERR = 0x08
+ESME_RBINDFAIL = 0x0D
+ESME_RTHROTTLED = 0x58
+ESME_RINVCMDID = 0x03
+
+_STDERR_KEPT = 16 * 1024  # the tail of the SMSC's stderr kept for error messages
+_STOP_GRACE = 5.0  # seconds the SMSC gets to exit after stdin EOF before SIGTERM
+
+
+class SmscError(Exception):
+    """The SMSC did not start, died, or an awaited event did not come."""
+
+
+class SmscCommandError(SmscError):
+    """The SMSC refused a control command; the reply is attached."""
+
+    def __init__(self, reply: Event) -> None:
+        super().__init__(f"SMSC refused {reply.get('cmd')!r}: {reply.get('error')}")
+        self.reply = reply
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, not {value!r}")
+
+
+def _share(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be between 0 and 1, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SmscOptions:
+    """The command-line options of smsc.js (its --help explains each)."""
+
+    host: str = "127.0.0.1"
+    port: int = attrs.field(
+        default=0,
+        validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(65535)),
+    )
+    system_id: str = "smsgw"
+    password: str = "secret"
+    id_style: IdStyle = attrs.field(
+        default="decimal", validator=attrs.validators.in_(("decimal", "hex"))
+    )
+    id_start: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    receipt_id: ReceiptIdStyle = attrs.field(
+        default="same", validator=attrs.validators.in_(("same", "decimal"))
+    )
+    dlr_delay: float = attrs.field(default=0.0, validator=_non_negative)
+    undeliv: float = attrs.field(default=0.0, validator=_share)
+    seed: int = 1
+    latency: float = attrs.field(default=0.0, validator=_non_negative)
+    enquire_link: float = attrs.field(default=0.0, validator=_non_negative)
+    dlr_retry: float = attrs.field(default=1.0, validator=_non_negative)
+    quiet: bool = False
+
+    def args(self) -> list[str]:
+        """The smsc.js arguments for these options."""
+        args = [
+            "--host", self.host,
+            "--port", str(self.port),
+            "--system-id", self.system_id,
+            "--password", self.password,
+            "--id-style", self.id_style,
+            "--id-start", str(self.id_start),
+            "--receipt-id", self.receipt_id,
+            "--dlr-delay", repr(self.dlr_delay),
+            "--undeliv", repr(self.undeliv),
+            "--seed", str(self.seed),
+            "--latency", repr(self.latency),
+            "--enquire-link", repr(self.enquire_link),
+            "--dlr-retry", repr(self.dlr_retry),
+        ]  # fmt: skip
+        if self.quiet:
+            args.append("--quiet")
+        return args
+
+
+class SmscOptionFields(TypedDict, total=False):
+    """Keyword arguments of `running_smsc`: the fields of `SmscOptions`."""
+
+    host: str
+    port: int
+    system_id: str
+    password: str
+    id_style: IdStyle
+    id_start: int
+    receipt_id: ReceiptIdStyle
+    dlr_delay: float
+    undeliv: float
+    seed: int
+    latency: float
+    enquire_link: float
+    dlr_retry: float
+    quiet: bool
+
+
+def node_executable() -> str:
+    """The `node` binary, or a clear error saying what the SMPP tests need."""
+    node = shutil.which("node")
+    if node is None:
+        raise SmscError("`node` is not on PATH: the SMPP tests need Node.js 18+ (tests/smsc)")
+    if not (SMSC_DIR / "node_modules" / "smpp").is_dir():
+        raise SmscError(
+            f"{SMSC_DIR}/node_modules is missing: run `make pytest` or "
+            f"`cd {SMSC_DIR} && npm ci` first"
+        )
+    return node
+
+
+class Smsc:
+    """A running smsc.js: its port, its events, and its control channel."""
+
+    def __init__(self, process: trio.Process, options: SmscOptions) -> None:
+        self.options = options
+        self.process = process
+        self.host = options.host
+        self.port = 0
+        self.events: list[Event] = []  # every event, in arrival order
+        self._consumed: set[int] = set()  # indexes into events already returned by next_event
+        self._arrived = trio.Event()
+        self._stdout_closed = False
+        self._stderr = bytearray()
+        self._stopping = False
+        self._next_command_id = 1
+        self._send_lock = trio.Lock()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.decode("utf-8", "replace")
+
+    # -- events ------------------------------------------------------------------------------
+
+    def events_of(self, kind: str) -> list[Event]:
+        """Every event of this kind so far (consumed by next_event or not)."""
+        return [event for event in self.events if event.get("event") == kind]
+
+    def count(self, kind: str) -> int:
+        return len(self.events_of(kind))
+
+    async def next_event(
+        self,
+        kind: str,
+        timeout: float = 5.0,
+        *,
+        where: Callable[[Event], bool] | None = None,
+        **fields: object,
+    ) -> Event:
+        """The oldest event of this kind not yet returned by next_event, waiting for it.
+
+        `fields` must all be equal in the event, and `where` (if given) must accept it.
+        Raises SmscError after `timeout` seconds or once the SMSC has exited.
+        """
+
+        def matches(event: Event) -> bool:
+            if event.get("event") != kind:
+                return False
+            if any(event.get(name, _MISSING) != value for name, value in fields.items()):
+                return False
+            return where is None or where(event)
+
+        with trio.move_on_after(timeout):
+            checked = 0
+            while True:
+                for index in range(checked, len(self.events)):
+                    if index not in self._consumed and matches(self.events[index]):
+                        self._consumed.add(index)
+                        return self.events[index]
+                checked = len(self.events)
+                if self._stdout_closed:
+                    raise SmscError(
+                        f"no {kind} event {fields or ''}: the SMSC exited "
+                        f"(code {self.returncode}); stderr: {self.stderr.strip()!r}"
+                    )
+                await self._arrived.wait()
+        recent = [event.get("event") for event in self.events[-10:]]
+        raise SmscError(f"no {kind} event {fields or ''} within {timeout}s; last: {recent}")
+
+    async def wait_for_count(self, kind: str, count: int, timeout: float = 5.0) -> list[Event]:
+        """Wait until `count` events of this kind have arrived; returns all of them."""
+        with trio.move_on_after(timeout):
+            while True:
+                found = self.events_of(kind)
+                if len(found) >= count:
+                    return found
+                if self._stdout_closed:
+                    break
+                await self._arrived.wait()
+        raise SmscError(f"{self.count(kind)} {kind} events, expected {count} within {timeout}s")
+
+    # -- control channel ---------------------------------------------------------------------
+
+    async def command(self, command: Mapping[str, Any], *, timeout: float = 5.0) -> Event:
+        """Send one control command and return its reply; SmscCommandError if refused."""
+        command_id = self._next_command_id
+        self._next_command_id += 1
+        line = json.dumps({**command, "id": command_id}) + "\n"
+        stdin = self.process.stdin
+        assert stdin is not None, "running_smsc opens the SMSC with a stdin pipe"
+        async with self._send_lock:
+            try:
+                await stdin.send_all(line.encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                raise SmscError(f"the SMSC is gone: {self.stderr.strip()!r}") from error
+        reply = await self.next_event("reply", timeout, id=command_id)
+        if not reply.get("ok"):
+            raise SmscCommandError(reply)
+        return reply
+
+    async def stats(self) -> dict[str, int]:
+        reply = await self.command({"cmd": "stats"})
+        stats: dict[str, int] = reply["stats"]
+        return stats
+
+    async def throttle(self, n: int) -> None:
+        """Answer the next n submit_sm/data_sm with ESME_RTHROTTLED."""
+        await self.command({"cmd": "throttle", "n": n})
+
+    async def fail(self, status: int | str, n: int = 1) -> None:
+        """Answer the next n submit_sm/data_sm with `status` (a number or an ESME_* name)."""
+        await self.command({"cmd": "fail", "status": status, "n": n})
+
+    async def dlr(self, stat: str, n: int = 1, err: str | None = None) -> None:
+        """Make the next n accepted messages end with `stat` (DELIVRD, UNDELIV, EXPIRED...)."""
+        command: dict[str, Any] = {"cmd": "dlr", "stat": stat, "n": n}
+        if err is not None:
+            command["err"] = err
+        await self.command(command)
+
+    async def silent(self, on: bool = True) -> None:
+        """Stop (or resume) answering submit_sm/data_sm."""
+        await self.command({"cmd": "silent", "on": on})
+
+    async def drop(self) -> int:
+        """Destroy every connection at once; returns how many there were."""
+        reply = await self.command({"cmd": "drop"})
+        dropped: int = reply["dropped"]
+        return dropped
+
+    async def mo(self, source: str, destination: str, text: str, **fields: Any) -> bool:
+        """Send a mobile-originated deliver_sm; True if it waits for a receiver to bind."""
+        reply = await self.command(
+            {"cmd": "mo", "source": source, "destination": destination, "text": text, **fields}
+        )
+        queued: bool = reply["queued"]
+        return queued
+
+    # -- process -----------------------------------------------------------------------------
+
+    def _add_line(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            event = {"event": "unparsed", "line": line.decode("utf-8", "replace")}
+        self.events.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._arrived.set()
+        self._arrived = trio.Event()
+
+    async def _read_stdout(self) -> None:
+        stream = self.process.stdout
+        assert stream is not None
+        pending = bytearray()
+        try:
+            async for chunk in stream:
+                pending += chunk
+                while (end := pending.find(b"\n")) >= 0:
+                    self._add_line(bytes(pending[:end]))
+                    del pending[: end + 1]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            if pending.strip():
+                self._add_line(bytes(pending))
+            self._stdout_closed = True
+            self._wake()
+
+    async def _read_stderr(self) -> None:
+        stream = self.process.stderr
+        assert stream is not None
+        try:
+            async for chunk in stream:
+                self._stderr += chunk
+                del self._stderr[:-_STDERR_KEPT]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _wait_listening(self, timeout: float) -> None:
+        try:
+            listening = await self.next_event("listening", timeout)
+        except SmscError as error:
+            raise SmscError(f"the SMSC did not start: {error}") from None
+        self.port = int(listening["port"])
+
+    async def _stop(self) -> None:
+        """EOF on stdin (the SMSC exits 0), then SIGTERM, then SIGKILL if it lingers."""
+        self._stopping = True
+        stdin = self.process.stdin
+        if stdin is not None:
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stdin.aclose()
+        with trio.move_on_after(_STOP_GRACE):
+            await self.process.wait()
+            return
+        self.process.terminate()
+        with trio.move_on_after(2):
+            await self.process.wait()
+            return
+        self.process.kill()
+        await self.process.wait()
+
+
+_MISSING = object()
+
+
+@asynccontextmanager
+async def running_smsc(
+    *, start_timeout: float = 10.0, **options: Unpack[SmscOptionFields]
+) -> AsyncIterator[Smsc]:
+    """Start smsc.js, wait until it listens, yield it, stop it (stdin EOF) on exit.
+
+    Raises SmscError if it cannot start, or on a clean exit of the block if the SMSC
+    exited on its own with a non-zero code (a crash the test would otherwise miss).
+    """
+    settings = SmscOptions(**options)
+    command = [node_executable(), str(SMSC_SCRIPT), *settings.args()]
+    process = await trio.lowlevel.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    smsc = Smsc(process, settings)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(smsc._read_stdout)
+            nursery.start_soon(smsc._read_stderr)
+            try:
+                await smsc._wait_listening(start_timeout)
+                yield smsc
+                crashed = not smsc._stopping and process.poll() not in (None, 0)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await smsc._stop()
+                nursery.cancel_scope.cancel()
+            if crashed:
+                raise SmscError(
+                    f"the SMSC exited with code {process.returncode}; "
+                    f"stderr: {smsc.stderr.strip()!r}"
+                )
+    except BaseExceptionGroup as group:
+        # The nursery only runs the two stream readers, which never raise: whatever it
+        # wraps came from the body or from this function, so hand it back unwrapped.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+@attrs.frozen
+class BlastResult:
+    submits: int
+    ok: int
+    failed: int
+    seconds: float
+    per_second: float
+
+
+async def run_blast(
+    port: int,
+    *,
+    count: int,
+    window: int,
+    host: str = "127.0.0.1",
+    system_id: str = "smsgw",
+    password: str = "secret",
+    bind: BindMode = "transmitter",
+    registered_delivery: int = 0,
+    timeout: int = 60,
+) -> BlastResult:
+    """Run blast.js against an SMSC: `count` submit_sm with `window` outstanding."""
+    command = [
+        node_executable(), str(BLAST_SCRIPT),
+        "--host", host, "--port", str(port),
+        "--count", str(count), "--window", str(window),
+        "--system-id", system_id, "--password", password,
+        "--bind", bind, "--registered-delivery", str(registered_delivery),
+        "--timeout", str(timeout),
+    ]  # fmt: skip
+    with trio.fail_after(timeout + 5):
+        result = await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False
+        )
+    stderr = result.stderr.decode("utf-8", "replace").strip()
+    if result.returncode != 0:
+        raise SmscError(f"blast.js exited with code {result.returncode}: {stderr}")
+    lines = result.stdout.decode().strip().splitlines()
+    try:
+        report = json.loads(lines[-1])
+        return BlastResult(
+            submits=int(report["submits"]),
+            ok=int(report["ok"]),
+            failed=int(report["failed"]),
+            seconds=float(report["seconds"]),
+            per_second=float(report["per_second"]),
+        )
+    except (IndexError, KeyError, TypeError, ValueError) as error:
+        raise SmscError(f"blast.js printed no report: {result.stdout!r} {stderr}") from error

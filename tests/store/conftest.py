@@ -1,0 +1,98 @@
+"""Fixtures and helpers for the store tests: real SQLite files in tmp_path."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from smsgw.store import NewMessage, SqliteStore
+
+NOW = 1_700_000_000_000  # a fixed "now" in ms: the store takes time from its callers
+
+
+def new_message(
+    msgid: str = "m1",
+    phone: str = "+8613800000000",
+    *,
+    appid: str = "app1",
+    message: str = "hello",
+    msgtype: int = 1,
+    send_at_ms: int | None = None,
+    segments: int = 1,
+) -> NewMessage:
+    return NewMessage(
+        appid=appid,
+        msgid=msgid,
+        phone=phone,
+        message=message,
+        msgtype=msgtype,
+        send_at_ms=send_at_ms,
+        segments=segments,
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "smsgw.db"
+
+
+@pytest.fixture
+async def store(db_path: Path, nursery: trio.Nursery) -> AsyncIterator[SqliteStore]:
+    running = SqliteStore(str(db_path))
+    await nursery.start(running.run)
+    yield running
+
+
+class WriterGate:
+    """Holds the writer thread inside an op so that the next ops pile up in one group."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def op(self, conn: sqlite3.Connection) -> None:
+        self.entered.set()
+        # Bounded: a failing test must not hang the writer thread forever.
+        if not self.release.wait(10):
+            raise TimeoutError("WriterGate was never released")
+
+    def open(self) -> None:
+        self.release.set()
+
+
+async def pause_writer(store: SqliteStore, nursery: trio.Nursery) -> WriterGate:
+    """Start an op that blocks the writer thread until `gate.open()`; return once it does."""
+    gate = WriterGate()
+    nursery.start_soon(store._write, gate.op)
+    with trio.fail_after(5):
+        while not gate.entered.is_set():
+            await trio.sleep(0.001)
+    return gate
+
+
+async def settle() -> None:
+    """Let every task run until it blocks (callers have queued their ops)."""
+    await trio.testing.wait_all_tasks_blocked()
+
+
+def rows(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Read the database file with a fresh connection, outside the store."""
+    conn = sqlite3.connect(str(db_path))
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+async def queue_gate(store: SqliteStore, nursery: trio.Nursery) -> WriterGate:
+    """Queue a gate op behind a paused writer: it blocks the writer once it is taken."""
+    gate = WriterGate()
+    nursery.start_soon(store._write, gate.op)
+    await settle()
+    return gate
