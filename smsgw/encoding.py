@@ -8,7 +8,7 @@ outside the Basic Multilingual Plane take a surrogate pair (two units), as hands
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import re
 
 __all__ = [
     "GSM_MULTIPART_SEPTETS",
@@ -65,6 +65,8 @@ _GSM_BASIC_ENCODE: dict[str, int] = {
 _GSM_BASIC_CHARS = frozenset(_GSM_BASIC_ENCODE)
 _GSM_EXTENSION_CHARS = frozenset(_GSM_EXTENSION_TABLE)
 _GSM_ALL_CHARS = _GSM_BASIC_CHARS | _GSM_EXTENSION_CHARS
+_GSM_EXTENSION_PATTERN = re.compile("[" + re.escape("".join(_GSM_EXTENSION_TABLE)) + "]")
+_ASTRAL_PATTERN = re.compile("[\U00010000-\U0010ffff]")  # a surrogate pair in UTF-16
 _GSM_EXTENSION_DECODE = {septet: char for char, septet in _GSM_EXTENSION_TABLE.items()}
 
 # Whole-string GSM encoding through str.translate (C speed): each char maps to its septet
@@ -90,16 +92,22 @@ def choose_coding(text: str) -> DataCoding:
     return DataCoding.GSM7 if _is_gsm(text) else DataCoding.UCS2
 
 
-def _count_parts(costs: Iterable[int], part_size: int) -> int:
-    """Parts needed to hold items of the given costs in order, never splitting an item."""
-    parts = 1
-    used = 0
-    for cost in costs:
-        if used + cost > part_size:
-            parts += 1
-            used = cost
-        else:
-            used += cost
+def _count_parts(text: str, wide: re.Pattern[str], total: int, part_size: int) -> int:
+    """Parts of ``part_size`` units needed for ``total`` units, where each character matching
+    ``wide`` takes two units that must stay in one part; the rest take one.
+
+    Only the wide characters are visited (in C, by the regex): a part ends one unit early
+    exactly when a wide character would start on its last unit.
+    """
+    wide_starts = {match.start() + before for before, match in enumerate(wide.finditer(text))}
+    parts = 0
+    start = 0
+    while start < total:
+        end = start + part_size
+        if end - 1 in wide_starts:
+            end -= 1
+        start = end
+        parts += 1
     return parts
 
 
@@ -119,15 +127,13 @@ def count_segments(text: str) -> int:
             return 1
         if not extended:
             return _ceil_div(septets, GSM_MULTIPART_SEPTETS)
-        return _count_parts(
-            (2 if char in _GSM_EXTENSION_CHARS else 1 for char in text), GSM_MULTIPART_SEPTETS
-        )
+        return _count_parts(text, _GSM_EXTENSION_PATTERN, septets, GSM_MULTIPART_SEPTETS)
     units = len(text.encode("utf-16-le", "surrogatepass")) // 2
     if units <= UCS2_SINGLE_UNITS:
         return 1
     if units == len(text):
         return _ceil_div(units, UCS2_MULTIPART_UNITS)
-    return _count_parts((2 if ord(char) > 0xFFFF else 1 for char in text), UCS2_MULTIPART_UNITS)
+    return _count_parts(text, _ASTRAL_PATTERN, units, UCS2_MULTIPART_UNITS)
 
 
 def _encode_gsm(text: str) -> bytes:

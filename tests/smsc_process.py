@@ -8,6 +8,11 @@
 The SMSC prints one JSON object per line on stdout (its events) and reads one JSON command
 per line on stdin; tests/smsc/smsc.js documents both. `run_blast` runs tests/smsc/blast.js,
 the Node ESME the SMPP benchmark uses as its ceiling.
+
+Events reach `Smsc.events` a moment after the SMSC acted: an ESME may see a PDU before its
+event is collected, so wait with `next_event`/`wait_for_count` rather than read `events`
+directly. A command's reply is a barrier: once `command()` returns, every event the SMSC
+printed before it has been collected.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ class SmscOptions:
     latency: float = attrs.field(default=0.0, validator=_non_negative)
     enquire_link: float = attrs.field(default=0.0, validator=_non_negative)
     dlr_retry: float = attrs.field(default=1.0, validator=_non_negative)
+    deliver_window: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     quiet: bool = False
 
     def args(self) -> list[str]:
@@ -110,6 +116,7 @@ class SmscOptions:
             "--latency", repr(self.latency),
             "--enquire-link", repr(self.enquire_link),
             "--dlr-retry", repr(self.dlr_retry),
+            "--deliver-window", str(self.deliver_window),
         ]  # fmt: skip
         if self.quiet:
             args.append("--quiet")
@@ -132,6 +139,7 @@ class SmscOptionFields(TypedDict, total=False):
     latency: float
     enquire_link: float
     dlr_retry: float
+    deliver_window: int
     quiet: bool
 
 
@@ -160,6 +168,7 @@ class Smsc:
         self._consumed: set[int] = set()  # indexes into events already returned by next_event
         self._arrived = trio.Event()
         self._stdout_closed = False
+        self._stderr_closed = trio.Event()
         self._stderr = bytearray()
         self._stopping = False
         self._next_command_id = 1
@@ -185,6 +194,7 @@ class Smsc:
     async def next_event(
         self,
         kind: str,
+        /,
         timeout: float = 5.0,
         *,
         where: Callable[[Event], bool] | None = None,
@@ -192,7 +202,8 @@ class Smsc:
     ) -> Event:
         """The oldest event of this kind not yet returned by next_event, waiting for it.
 
-        `fields` must all be equal in the event, and `where` (if given) must accept it.
+        `fields` (any event field, "kind" included) must all be equal in the event, and
+        `where` (if given) must accept it.
         Raises SmscError after `timeout` seconds or once the SMSC has exited.
         """
 
@@ -212,10 +223,7 @@ class Smsc:
                         return self.events[index]
                 checked = len(self.events)
                 if self._stdout_closed:
-                    raise SmscError(
-                        f"no {kind} event {fields or ''}: the SMSC exited "
-                        f"(code {self.returncode}); stderr: {self.stderr.strip()!r}"
-                    )
+                    raise SmscError(f"no {kind} event {fields or ''}: {await self._exit_report()}")
                 await self._arrived.wait()
         recent = [event.get("event") for event in self.events[-10:]]
         raise SmscError(f"no {kind} event {fields or ''} within {timeout}s; last: {recent}")
@@ -245,8 +253,8 @@ class Smsc:
             try:
                 await stdin.send_all(line.encode())
             except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
-                raise SmscError(f"the SMSC is gone: {self.stderr.strip()!r}") from error
-        reply = await self.next_event("reply", timeout, id=command_id)
+                raise SmscError(await self._exit_report()) from error
+        reply = await self.next_event("reply", timeout=timeout, id=command_id)
         if not reply.get("ok"):
             raise SmscCommandError(reply)
         return reply
@@ -332,10 +340,19 @@ class Smsc:
                 del self._stderr[:-_STDERR_KEPT]
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        finally:
+            self._stderr_closed.set()
+
+    async def _exit_report(self) -> str:
+        """How the SMSC ended, once its exit code and all of its stderr are in."""
+        with trio.move_on_after(2):
+            await self.process.wait()
+            await self._stderr_closed.wait()
+        return f"the SMSC exited (code {self.returncode}); stderr: {self.stderr.strip()!r}"
 
     async def _wait_listening(self, timeout: float) -> None:
         try:
-            listening = await self.next_event("listening", timeout)
+            listening = await self.next_event("listening", timeout=timeout)
         except SmscError as error:
             raise SmscError(f"the SMSC did not start: {error}") from None
         self.port = int(listening["port"])
@@ -376,6 +393,7 @@ async def running_smsc(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     smsc = Smsc(process, settings)
+    unwrapped: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(smsc._read_stdout)
@@ -395,13 +413,16 @@ async def running_smsc(
                 )
     except BaseExceptionGroup as group:
         # The nursery only runs the two stream readers, which never raise: whatever it
-        # wraps came from the body or from this function, so hand it back unwrapped.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        # wraps came from the body or from this function, so hand it back unwrapped
+        # (raised below, outside this handler, so that its own context stays as it was).
+        if len(group.exceptions) != 1:
+            raise
+        unwrapped = group.exceptions[0]
     finally:
         if process.returncode is None:
             process.kill()
+    if unwrapped is not None:
+        raise unwrapped
 
 
 @attrs.frozen

@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgw.encoding import (
@@ -249,6 +249,7 @@ mixed_texts = st.text(
 )
 
 
+@settings(max_examples=300)
 @given(st.one_of(gsm_texts, mixed_texts, st.text(max_size=300)))
 def test_split_agrees_with_count_and_encoding(text: str) -> None:
     parts = _check_split(text)
@@ -263,3 +264,30 @@ def test_split_agrees_with_count_and_encoding(text: str) -> None:
 @given(st.binary(max_size=300), st.integers(min_value=0, max_value=255))
 def test_decode_text_accepts_any_bytes(data: bytes, data_coding: int) -> None:
     assert isinstance(decode_text(data, data_coding), str)
+
+
+def _reference_count(text: str) -> int:
+    """Naive oracle: walk character by character, never splitting a 2-unit character."""
+    if all(char in GSM_BASIC + GSM_EXTENSION for char in text):
+        costs = [2 if char in GSM_EXTENSION else 1 for char in text]
+        single, multi = 160, 153
+    else:
+        costs = [2 if ord(char) > 0xFFFF else 1 for char in text]
+        single, multi = 70, 67
+    if sum(costs) <= single:
+        return 1
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > multi:
+            parts, used = parts + 1, 0
+        used += cost
+    return parts
+
+
+@pytest.mark.parametrize("wide", ["€", EMOJI])
+def test_count_matches_the_reference_around_every_part_boundary(wide: str) -> None:
+    narrow = "a" if wide == "€" else "中"
+    for before in range(0, 320):
+        for gap in (0, 1, 2, 65, 66, 150, 151, 152):
+            text = narrow * before + wide + narrow * gap + wide + narrow * 40
+            assert count_segments(text) == _reference_count(text), (before, gap)

@@ -186,7 +186,7 @@ class _FrameDecoder:
         """The most bytes this decoder ever holds."""
         return self._bound
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer; ``b""`` means the peer closed its side (EOF)."""
         if self._error is not None:
             return
@@ -254,7 +254,7 @@ class _FrameDecoder:
                 return self._need(size + COMMAND_SIZE)
             if self._style is LengthStyle.DECIMAL:
                 digits = buffer[:size]
-                if not (digits.isdigit() and digits.isascii()):
+                if not digits.isdigit():  # bytes.isdigit is ASCII digits only
                     raise self._fail(
                         Status.MALFORMED_FRAME,
                         f"length field {bytes(digits)!r} is not six decimal digits",
@@ -310,7 +310,7 @@ class RequestDecoder:
     def __init__(self, *, max_body: int) -> None:
         self._decoder = _FrameDecoder(max_body=max_body, credentials=True)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes; ``b""`` means EOF. Feed only after ``next_event`` returned NEED_DATA."""
         self._decoder.receive_data(data)
 
@@ -337,7 +337,7 @@ class ResponseDecoder:
     def __init__(self, *, max_body: int) -> None:
         self._decoder = _FrameDecoder(max_body=max_body, credentials=False)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes; ``b""`` means EOF. Feed only after ``next_event`` returned NEED_DATA."""
         self._decoder.receive_data(data)
 

@@ -50,7 +50,7 @@ def feed_chunks(
     decoder: RequestDecoder | ResponseDecoder, chunks: Iterable[bytes], *, eof: bool = True
 ) -> list[Event]:
     """Feed chunk by chunk (each only after NEED_DATA); the frames and the final event."""
-    events = [event for event in drain(decoder) if not isinstance(event, NeedData)]
+    events: list[Event] = [event for event in drain(decoder) if not isinstance(event, NeedData)]
     for chunk in chunks:
         decoder.receive_data(chunk)
         events += [event for event in drain(decoder) if not isinstance(event, NeedData)]
@@ -115,7 +115,9 @@ def test_response_round_trip(style: LengthStyle) -> None:
 def test_empty_body_round_trip() -> None:
     decoder = RequestDecoder(max_body=0)
     events = feed_chunks(decoder, [encode_request("A009", "a", "b", b"")])
-    assert events[0] == Request("A009", "00000000000000a", "00000000000000b", b"", LengthStyle.DECIMAL)
+    assert events[0] == Request(
+        "A009", "00000000000000a", "00000000000000b", b"", LengthStyle.DECIMAL
+    )
 
 
 def test_decimal_body_over_six_digits_cannot_be_encoded() -> None:
@@ -220,7 +222,9 @@ def test_random_splits() -> None:
             style = rng.choice(STYLES)
             body = rng.randbytes(rng.randint(0, 300))
             frames.append(encode_request(f"A{index:03d}", "id", "secret", body, style))
-            expected.append(Request(f"A{index:03d}", "0000000000000id", "000000000secret", body, style))
+            expected.append(
+                Request(f"A{index:03d}", "0000000000000id", "000000000secret", body, style)
+            )
         decoder = RequestDecoder(max_body=300)
         events = feed_chunks(decoder, split_randomly(b"".join(frames), rng))
         assert events == [*expected, ConnectionClosed()]

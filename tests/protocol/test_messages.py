@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -170,6 +171,19 @@ def test_batch_over_max_counts_phones() -> None:
     error = body_error(json.dumps(item(phone=phones)).encode(), limits)
     assert error.status is Status.BODY_TOO_LARGE
     assert "SMSGW_MAX_BATCH" in str(error)
+
+
+def test_batch_over_max_counts_phones_then_other_items() -> None:
+    limits = SubmitLimits(max_batch=2, max_segments=10, max_schedule_ms=DAY_MS)
+    body = json.dumps([item(phone="13800000001,13800000002"), 5]).encode()
+    assert body_error(body, limits).status is Status.BODY_TOO_LARGE
+
+
+def test_huge_phone_list_is_refused_before_it_is_split() -> None:
+    body = json.dumps(item(phone="1," * 400_000)).encode()
+    started = time.perf_counter()
+    assert body_error(body).status is Status.BODY_TOO_LARGE
+    assert time.perf_counter() - started < 0.5
 
 
 def test_batch_over_max_counts_invalid_slots_too() -> None:
@@ -375,7 +389,9 @@ def test_invalid_sendtime(sendtime: Any) -> None:
 
 
 def test_every_problem_of_an_item_is_named() -> None:
-    result = only_result({"phone": "12ab", "message": "", "msgid": "", "msgtype": 9, "sendtime": "x"})
+    result = only_result(
+        {"phone": "12ab", "message": "", "msgid": "", "msgtype": 9, "sendtime": "x"}
+    )
     assert result.status is Status.INVALID_ITEM
     assert result.error is not None
     for field in ["phone:", "message:", "msgid:", "msgtype:", "sendtime:"]:
@@ -408,7 +424,12 @@ def test_duplicates_are_0_with_flag() -> None:
     assert response.results[0].duplicate is True
     assert response.results[1].duplicate is None
     wire = json.loads(encode_json(response))
-    assert wire["results"][0] == {"msgid": "a", "phone": "13800000000", "status": "0", "duplicate": True}
+    assert wire["results"][0] == {
+        "msgid": "a",
+        "phone": "13800000000",
+        "status": "0",
+        "duplicate": True,
+    }
     assert wire["results"][1] == {"msgid": "b", "phone": "13800000000", "status": "0"}
 
 
@@ -475,7 +496,9 @@ def test_b001_round_trip() -> None:
         b'{"results": []}',
         b'{"status": "12345"}',
         b'{"status": "0", "results": "x"}',
-        b'{"status": "0", "results": [{"msgid": "a", "phone": "1", "status": "0", "duplicate": 1}]}',
+        b'{"status": "0", "results": [{"msgid": "a", "phone": "1", "status": "0", "duplicate": 1}'
+        b"]}",
+        b'{"status": "0", "results": [{"msgid": "a", "phone": "1", "status": "77"}]}',
         b'{"status": "0", "results": [5]}',
         b"\xff",
     ],
@@ -546,7 +569,9 @@ def test_status_reports_round_trip() -> None:
 
 
 def test_bad_status_report() -> None:
-    body = b'[{"msgid": "m", "phone": "1", "status": "1", "sendtime": 1, "stat": "x", "attempt": "a"}]'
+    body = (
+        b'[{"msgid": "m", "phone": "1", "status": "1", "sendtime": 1, "stat": "x", "attempt": "a"}]'
+    )
     with pytest.raises(BodyError) as info:
         parse_status_reports(body)
     assert "attempt" in str(info.value)
@@ -569,8 +594,9 @@ def test_submit_response_class_defaults() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=30,
 )
 field_values = st.one_of(

@@ -29,6 +29,7 @@ const USAGE = `usage: node smsc.js [options]
   --latency SEC        delay before answering submit_sm / data_sm (0)
   --enquire-link SEC   send enquire_link to bound sessions every SEC seconds (0: never)
   --dlr-retry SEC      retry delay after a temporary deliver_sm_resp error (1)
+  --deliver-window N   deliver_sm outstanding per session at most (10)
   --quiet              no per-PDU events (submit_sm, deliver_sm, ...): for benchmarks
   --no-stdin           ignore stdin (run until SIGTERM/SIGINT)`;
 
@@ -64,6 +65,7 @@ function parseOptions(argv) {
     latency: 0,
     enquireLink: 0,
     dlrRetry: 1,
+    deliverWindow: 10,
     quiet: false,
     stdin: true,
   };
@@ -93,6 +95,7 @@ function parseOptions(argv) {
       case '--latency': options.latency = parseNumber('latency', takeValue(), { min: 0 }); break;
       case '--enquire-link': options.enquireLink = parseNumber('enquire-link', takeValue(), { min: 0 }); break;
       case '--dlr-retry': options.dlrRetry = parseNumber('dlr-retry', takeValue(), { min: 0 }); break;
+      case '--deliver-window': options.deliverWindow = parseNumber('deliver-window', takeValue(), { min: 1, integer: true }); break;
       case '--quiet': options.quiet = true; break;
       case '--no-stdin': options.stdin = false; break;
       case '-h': case '--help': process.stdout.write(`${USAGE}\n`); process.exit(0); break;
@@ -297,6 +300,11 @@ class Connection {
 
   canReceive() {
     return this.open && RECEIVING_MODES.has(this.mode);
+  }
+
+  // Bound for deliveries and with room in its deliver_sm window.
+  canTakeDelivery() {
+    return this.canReceive() && this.outstanding.size < options.deliverWindow;
   }
 
   canTransmit() {
@@ -612,15 +620,17 @@ let roundRobin = 0;
 
 function pickReceiver(delivery) {
   const preferred = delivery.preferred;
-  if (preferred && preferred.canReceive() && connections.has(preferred)) return preferred;
-  const candidates = [...connections].filter((c) => c.canReceive() && c.systemId === delivery.systemId);
+  if (preferred && preferred.canTakeDelivery() && connections.has(preferred)) return preferred;
+  const candidates = [...connections].filter((c) => c.canTakeDelivery() && c.systemId === delivery.systemId);
   if (candidates.length === 0) return null;
   roundRobin = (roundRobin + 1) % candidates.length;
   return candidates[roundRobin];
 }
 
 function flushDeliveries() {
-  if (shuttingDown) return;
+  if (shuttingDown || pendingDeliveries.length === 0) return;
+  // Without a session that can take one, every delivery keeps waiting: skip the scan.
+  if (![...connections].some((c) => c.canTakeDelivery())) return;
   const waiting = pendingDeliveries.splice(0, pendingDeliveries.length);
   for (const delivery of waiting) {
     const connection = pickReceiver(delivery);
@@ -668,15 +678,16 @@ function onDeliverResponse(connection, delivery, response) {
   });
   if (status === STATUS.ESME_ROK) {
     counters.deliver_sm_ok++;
-    return;
-  }
-  counters.deliver_sm_failed++;
-  if (TEMPORARY_STATUSES.has(status) && delivery.attempts < MAX_DELIVER_ATTEMPTS) {
-    delivery.preferred = null;
-    later(options.dlrRetry, () => queueDelivery(delivery));
   } else {
-    counters.deliver_sm_abandoned++;
+    counters.deliver_sm_failed++;
+    if (TEMPORARY_STATUSES.has(status) && delivery.attempts < MAX_DELIVER_ATTEMPTS) {
+      delivery.preferred = null;
+      later(options.dlrRetry, () => queueDelivery(delivery));
+    } else {
+      counters.deliver_sm_abandoned++;
+    }
   }
+  flushDeliveries(); // a window slot is free again
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,50 +18,9 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, Literal, Self, TypeVar
+from typing import Any, ClassVar, Final, Literal, Self, TypeVar, overload
 
 import attrs
-
-__all__ = [
-    "MAX_PDU_LENGTH",
-    "NEED_DATA",
-    "Bind",
-    "BindReceiver",
-    "BindReceiverResp",
-    "BindResp",
-    "BindTransceiver",
-    "BindTransceiverResp",
-    "BindTransmitter",
-    "BindTransmitterResp",
-    "CommandId",
-    "DataSm",
-    "DataSmResp",
-    "DeliverSm",
-    "DeliverSmResp",
-    "EnquireLink",
-    "EnquireLinkResp",
-    "GenericNack",
-    "MessageState",
-    "NeedData",
-    "NetworkErrorCode",
-    "Pdu",
-    "RawTlv",
-    "ShortMessagePdu",
-    "SmppConnection",
-    "SmppFramingError",
-    "SmppPduError",
-    "SmppProtocolError",
-    "SubmitSm",
-    "SubmitSmResp",
-    "Tlvs",
-    "Unbind",
-    "UnbindResp",
-    "decode_pdu",
-    "describe_status",
-    "encode_pdu",
-    "generic_nack_for",
-    "response_for",
-]
 
 HEADER_LENGTH: Final = 16
 MAX_PDU_LENGTH: Final = 64 * 1024
@@ -148,10 +107,11 @@ _STATUS_NAMES: Final[dict[int, str]] = {
     value: name for name, value in globals().items() if name.startswith("ESME_R")
 }
 
-# Statuses that say "not now" rather than "never": the message may be submitted again.
-TRANSIENT_STATUSES: Final = frozenset(
-    {ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR, ESME_RX_T_APPN, ESME_RUNKNOWNERR}
-)
+# The SMSC asks the ESME to slow down: submit again soon, the message was not refused.
+THROTTLING_STATUSES: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
+# The SMSC failed for now rather than refusing the message: a later attempt may succeed.
+# A default only: operators differ, and the carrier layer may classify per operator.
+TRANSIENT_STATUSES: Final = frozenset({ESME_RSYSERR, ESME_RX_T_APPN, ESME_RUNKNOWNERR})
 
 
 def describe_status(command_status: int) -> str:
@@ -517,11 +477,11 @@ class Pdu:
     def is_response(self) -> bool:
         return bool(self.command_id & _RESPONSE_BIT)
 
-    def encode_body(self, writer: _Writer) -> None:
+    def _encode_body(self, writer: _Writer) -> None:
         """Header-only PDUs have no body."""
 
     @classmethod
-    def decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
+    def _decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
         if reader.remaining:
             raise _BodyError(
                 f"{cls.command_id.name.lower()} has no body but {reader.remaining} octets came",
@@ -568,7 +528,7 @@ class Bind(Pdu):
     address_range: str = ""
     tlvs: Tlvs = _NO_TLVS
 
-    def encode_body(self, writer: _Writer) -> None:
+    def _encode_body(self, writer: _Writer) -> None:
         writer.cstring(self.system_id, 16, "system_id")
         writer.cstring(self.password, 9, "password")
         writer.cstring(self.system_type, 13, "system_type")
@@ -579,7 +539,7 @@ class Bind(Pdu):
         writer.tlvs(self.tlvs)
 
     @classmethod
-    def decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
+    def _decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
         return cls(
             sequence_number=sequence_number,
             command_status=command_status,
@@ -618,12 +578,12 @@ class BindResp(Pdu):
     system_id: str = ""
     tlvs: Tlvs = _NO_TLVS
 
-    def encode_body(self, writer: _Writer) -> None:
+    def _encode_body(self, writer: _Writer) -> None:
         writer.cstring(self.system_id, 16, "system_id")
         writer.tlvs(self.tlvs)
 
     @classmethod
-    def decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
+    def _decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
         return cls(
             sequence_number=sequence_number,
             command_status=command_status,
@@ -674,7 +634,7 @@ class ShortMessagePdu(Pdu):
     short_message: bytes = b""
     tlvs: Tlvs = _NO_TLVS
 
-    def encode_body(self, writer: _Writer) -> None:
+    def _encode_body(self, writer: _Writer) -> None:
         if len(self.short_message) > 254:
             raise ValueError(
                 f"short_message is {len(self.short_message)} octets (max 254): "
@@ -703,7 +663,7 @@ class ShortMessagePdu(Pdu):
         writer.tlvs(self.tlvs)
 
     @classmethod
-    def decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
+    def _decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
         return cls(
             sequence_number=sequence_number,
             command_status=command_status,
@@ -756,12 +716,12 @@ class _MessageIdResp(Pdu):
     message_id: str = ""
     tlvs: Tlvs = _NO_TLVS
 
-    def encode_body(self, writer: _Writer) -> None:
+    def _encode_body(self, writer: _Writer) -> None:
         writer.cstring(self.message_id, 65, "message_id")
         writer.tlvs(self.tlvs)
 
     @classmethod
-    def decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
+    def _decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
         return cls(
             sequence_number=sequence_number,
             command_status=command_status,
@@ -805,7 +765,7 @@ class DataSm(Pdu):
     data_coding: int = 0
     tlvs: Tlvs = _NO_TLVS
 
-    def encode_body(self, writer: _Writer) -> None:
+    def _encode_body(self, writer: _Writer) -> None:
         writer.cstring(self.service_type, 6, "service_type")
         writer.u8(self.source_addr_ton, "source_addr_ton")
         writer.u8(self.source_addr_npi, "source_addr_npi")
@@ -819,7 +779,7 @@ class DataSm(Pdu):
         writer.tlvs(self.tlvs)
 
     @classmethod
-    def decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
+    def _decode_body(cls, reader: _Reader, sequence_number: int, command_status: int) -> Self:
         return cls(
             sequence_number=sequence_number,
             command_status=command_status,
@@ -891,7 +851,7 @@ def encode_pdu(pdu: Pdu) -> bytes:
     if not 0 <= pdu.command_status <= 0xFFFFFFFF:
         raise ValueError(f"command_status {pdu.command_status} does not fit in 32 bits")
     writer = _Writer()
-    pdu.encode_body(writer)
+    pdu._encode_body(writer)
     body = writer.getvalue()
     length = HEADER_LENGTH + len(body)
     if length > MAX_PDU_LENGTH:
@@ -913,7 +873,7 @@ def _decode_frame(frame: bytes) -> Pdu:
     if len(frame) == HEADER_LENGTH and cls._body_may_be_empty:
         return cls(sequence_number=sequence_number, command_status=command_status)
     try:
-        return cls.decode_body(_Reader(frame[HEADER_LENGTH:]), sequence_number, command_status)
+        return cls._decode_body(_Reader(frame[HEADER_LENGTH:]), sequence_number, command_status)
     except _BodyError as exc:
         raise SmppPduError(
             f"{cls.command_id.name.lower()}: {exc.message}",
@@ -959,6 +919,24 @@ def decode_pdu(data: bytes, *, max_length: int = MAX_PDU_LENGTH) -> Pdu:
 PduT = TypeVar("PduT", bound=Pdu)
 
 
+@overload
+def response_for(request: BindTransmitter, command_status: int = ...) -> BindTransmitterResp: ...
+@overload
+def response_for(request: BindReceiver, command_status: int = ...) -> BindReceiverResp: ...
+@overload
+def response_for(request: BindTransceiver, command_status: int = ...) -> BindTransceiverResp: ...
+@overload
+def response_for(request: SubmitSm, command_status: int = ...) -> SubmitSmResp: ...
+@overload
+def response_for(request: DeliverSm, command_status: int = ...) -> DeliverSmResp: ...
+@overload
+def response_for(request: DataSm, command_status: int = ...) -> DataSmResp: ...
+@overload
+def response_for(request: Unbind, command_status: int = ...) -> UnbindResp: ...
+@overload
+def response_for(request: EnquireLink, command_status: int = ...) -> EnquireLinkResp: ...
+@overload
+def response_for(request: Pdu, command_status: int = ...) -> Pdu: ...
 def response_for(request: Pdu, command_status: int = ESME_ROK) -> Pdu:
     """The default response to a request (same sequence number), e.g. deliver_sm →
     deliver_sm_resp. Fill response-specific fields with ``attrs.evolve`` when needed."""

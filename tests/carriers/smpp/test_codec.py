@@ -413,6 +413,14 @@ def test_response_for(request_pdu: Pdu, response_cls: type[Pdu]) -> None:
     assert response.is_response and not request_pdu.is_response
 
 
+def test_response_for_is_typed_by_request() -> None:
+    # The annotations are the test: mypy checks them against response_for's overloads.
+    deliver_resp: codec.DeliverSmResp = codec.response_for(codec.DeliverSm(sequence_number=2))
+    submit_resp: codec.SubmitSmResp = codec.response_for(codec.SubmitSm(sequence_number=3))
+    assert deliver_resp.sequence_number == 2
+    assert submit_resp.message_id == ""
+
+
 def test_response_for_a_response_is_refused() -> None:
     with pytest.raises(ValueError):
         codec.response_for(codec.SubmitSmResp())

@@ -161,7 +161,7 @@ def test_short_message_pdu_parses_in_smpplib(cls: type[codec.ShortMessagePdu]) -
 
 
 def test_long_submit_sm_with_message_payload_parses_in_smpplib() -> None:
-    payload = "long text ".encode() * 50
+    payload = b"long text " * 50
     pdu = codec.SubmitSm(
         sequence_number=3, destination_addr="123", tlvs=Tlvs(message_payload=payload)
     )

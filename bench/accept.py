@@ -1,0 +1,97 @@
+"""Accept-path benchmark: the real gateway against the ceiling of a minimal Trio server.
+
+Both run in their own processes and are driven by the same multi-process load generator of
+short connections (bench/loadgen.py). Prints requests/s of each and their ratio for
+single-item submits, messages/s for 100-item batches, p50/p99 latency at a fixed offered
+load, and the gateway's peak RSS. Targets (2 cores): ratio >= 0.7; batches >= 50,000 msg/s.
+
+    python bench/accept.py [--seconds 5] [--workers 2] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.loadgen import APPID, SECRET, closed_loop, open_loop, python, start_server
+
+HERE = Path(__file__).resolve().parent
+
+
+def gateway_env(workdir: Path, log_level: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
+    env.update(
+        SMSGW_LISTEN="127.0.0.1:0",
+        SMSGW_DB=f"sqlite:///{workdir / 'bench.db'}",
+        SMSGW_APPS=f"{APPID}:{SECRET}",
+        SMSGW_LOG_LEVEL=log_level,
+        SMSGW_MAX_CONNECTIONS="4096",
+        # Accept path only: nothing is due to send, so the pipeline stays idle.
+        SMSGW_CARRIER="sim://?latency=0&dlr_delay=0",
+    )
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--log-level", default="info", help="the gateway's SMSGW_LOG_LEVEL")
+    args = parser.parse_args()
+    load = {"workers": args.workers, "concurrency": args.concurrency, "seconds": args.seconds}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        baseline = start_server(
+            [python(), str(HERE / "baseline_server.py")], dict(os.environ), workdir
+        )
+        try:
+            base = closed_loop(baseline.port, **load)
+            base_latency = open_loop(
+                baseline.port, workers=args.workers, rate=args.rate, seconds=args.seconds
+            )
+        finally:
+            baseline.stop()
+
+        gateway = start_server(
+            [python(), "-m", "smsgw", "serve"], gateway_env(workdir, args.log_level), workdir
+        )
+        try:
+            single = closed_loop(gateway.port, **load)
+            batch = closed_loop(gateway.port, **load, items=100)
+            latency = open_loop(
+                gateway.port, workers=args.workers, rate=args.rate, seconds=args.seconds
+            )
+            rss = gateway.peak_rss_mib()
+        finally:
+            code = gateway.stop()
+
+    ratio = single.per_second / base.per_second
+    print(
+        f"load: {args.workers} processes x {args.concurrency} connections, {args.seconds:g}s each"
+    )
+    print(f"baseline (minimal trio server): {base.per_second:9.0f} req/s  errors={base.errors}")
+    print(f"gateway, 1 item a request:      {single.per_second:9.0f} req/s  errors={single.errors}")
+    print(f"ratio gateway/baseline:         {ratio:9.2f}   (target >= 0.70)")
+    print(
+        f"gateway, 100 items a request:   {batch.messages_per_second:9.0f} msg/s "
+        f"({batch.per_second:.0f} req/s, errors={batch.errors}; target >= 50000 msg/s)"
+    )
+    for name, result in (("baseline", base_latency), ("gateway", latency)):
+        p50, p99 = result.percentile(0.50) * 1000, result.percentile(0.99) * 1000
+        print(
+            f"latency at {args.rate:g} req/s offered, {name:8}: p50={p50:.1f}ms p99={p99:.1f}ms "
+            f"({result.requests} ok, {result.errors} errors)"
+        )
+    print(f"gateway peak RSS: {rss:.1f} MiB; exit code after SIGTERM: {code}")
+
+
+if __name__ == "__main__":
+    main()
