@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from smsgw.protocol.framing import LengthStyle, canonical_credential
+from smsgw.protocol.framing import MAX_BINARY_LENGTH, LengthStyle, canonical_credential
 
 T = TypeVar("T")
 
@@ -308,7 +308,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     read("SMSGW_LISTEN", "listen", parse_endpoint)
     read("SMSGW_DB", "db_url", str.strip)
     read("SMSGW_CARRIER", "carrier_url", str.strip)
-    read("SMSGW_MAX_BODY", "max_body", _int_at_least(64))
+    read("SMSGW_MAX_BODY", "max_body", _int_at_least(64, MAX_BINARY_LENGTH))
     read("SMSGW_MAX_BATCH", "max_batch", _int_at_least(1))
     read("SMSGW_MAX_SEGMENTS", "max_segments", _int_at_least(1, 255))
     read("SMSGW_MAX_SCHEDULE", "max_schedule", _positive_duration)

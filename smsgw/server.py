@@ -43,7 +43,7 @@ from smsgw.protocol.messages import (
 )
 from smsgw.protocol.status import Status
 from smsgw.ratelimit import FailureLimiter, TokenBucket
-from smsgw.store.base import NewMessage, Store
+from smsgw.store.base import NewMessage, Store, StoreClosed
 
 log = logging.getLogger("smsgw.server")
 
@@ -172,8 +172,14 @@ class Server:
         self, stream: trio.abc.Stream, command: str, style: LengthStyle, outcome: Outcome
     ) -> None:
         frame = encode_response(command, encode_json(outcome.response), style)
-        with trio.fail_after(self.config.read_timeout):
-            await stream.send_all(frame)
+        try:
+            with trio.fail_after(self.config.read_timeout):
+                await stream.send_all(frame)
+        except trio.TooSlowError:
+            # The client stopped reading. The connection is closed by the caller; what was
+            # stored stays stored (a re-submit is answered as a duplicate).
+            log.info("write timeout: client not reading its answer")
+            raise trio.BrokenResourceError("write timeout") from None
         self.requests_served += 1
 
     async def _refuse_busy(self, stream: trio.abc.Stream, peer: str) -> None:
@@ -214,6 +220,8 @@ class Server:
             )
         try:
             return await self._submit(request, app, now)
+        except StoreClosed:
+            return Outcome(error_response(Status.BUSY, "gateway shutting down: retry later"), app)
         except Exception:
             request_id = uuid.uuid4().hex[:12]
             log.exception("internal error", extra={"request_id": request_id, "app": app.appid})

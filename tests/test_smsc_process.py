@@ -96,7 +96,11 @@ async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 async def open_esme(port: int, mode: str | None = "transceiver", timeout: float = 5.0) -> Esme:
     esme: Esme = await call(Esme, port, timeout)
     if mode is not None:
-        await call(esme.bind, mode)
+        try:
+            await call(esme.bind, mode)
+        except BaseException:
+            await call(esme.close)
+            raise
     return esme
 
 

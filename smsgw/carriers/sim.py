@@ -354,7 +354,7 @@ class SimCarrier:
     def _schedule_report(self, due: float, part_ids: tuple[str, ...], delivered: bool) -> None:
         heapq.heappush(self._pending, (due, next(self._pending_seq), part_ids, delivered))
         self._pending_reports += len(part_ids)
-        if False:  # the new report is now the earliest: re-arm the timer
+        if self._pending[0][0] == due:  # the new report is now the earliest: re-arm the timer
             self._pending_changed.set()
 
     async def _emit_reports_forever(self) -> None:

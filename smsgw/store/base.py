@@ -263,8 +263,10 @@ class Store(Protocol):
 
     # pipeline
     async def recover(self, now_ms: int) -> RecoveryReport:
-        """At start-up, before the dispatcher runs: QUEUED → ACCEPTED; SUBMITTING rows are
-        returned for the pipeline to decide (it applies MessageUpdates for them)."""
+        """At start-up, before the dispatcher runs: QUEUED → ACCEPTED (due when they were
+        due); SUBMITTING rows are returned for the pipeline to decide (it applies
+        MessageUpdates for them). Pending pushes stay pending. `now_ms` is the recovery
+        time, for backends that record it."""
         ...
 
     async def claim_due(self, now_ms: int, limit: int) -> list[MessageRecord]:

@@ -398,8 +398,10 @@ class SqliteStore:
 
     async def _commit(self, group: list[_Op[Any]]) -> None:
         try:
-            # Not abandoned on cancellation: a started commit always finishes.
-            await trio.to_thread.run_sync(self._run_group, group)
+            # The ops are taken: they must run and their callers be woken, so neither the
+            # thread nor the start of it may be cancelled.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._run_group, group)
         except Exception as exc:  # a bug in _run_group itself: fail the group, keep serving
             for op in group:
                 op.result = None

@@ -9,6 +9,19 @@
 // reached the SMSC. stdin is a control channel: one JSON command per line (see COMMANDS
 // below); every command is answered by a {"event":"reply",...} line echoing its "id".
 // The process exits 0 on stdin EOF, SIGTERM or SIGINT, after a final {"event":"stopped"}.
+//
+// Events (all carry "session", the connection number, where one is involved):
+//   listening {host, port, pid}            connect {remote, refused?}
+//   bind {mode, system_id, ok, status}     unbind, enquire_link {seq}
+//   submit_sm / data_sm {seq, source, source_ton, source_npi, destination, dest_ton,
+//     dest_npi, esm_class, registered_delivery, data_coding, short_message (hex), tlvs,
+//     status (null: left unanswered), message_id (null unless accepted), ...}
+//   deliver_sm {kind: receipt|mo, seq, attempt, message_id, stat, short_message, text, tlvs}
+//   deliver_sm_resp {kind, seq, status, message_id}
+//   disconnect {mode, system_id, requeued}  error {message}  unknown_command, unsupported
+//   reply {id, cmd, ok, ...}                stopped {reason, stats}
+// TLVs are keyed by their SMPP name (unknown tags as "0x1234"); integers stay numbers,
+// C-strings stay strings, octet strings are hex.
 'use strict';
 
 const readline = require('readline');
@@ -764,7 +777,25 @@ function moFromCommand(command) {
   };
 }
 
-// COMMANDS: name -> handler(command) returning extra reply fields.
+// COMMANDS: name -> handler(command) returning extra reply fields. A command is one JSON
+// object per stdin line; "id" (any JSON value) is echoed in its reply:
+//   {"cmd":"throttle","n":5}            next 5 submit_sm/data_sm answered ESME_RTHROTTLED
+//   {"cmd":"fail","status":N|"ESME_..","n":K}  next K answered with that status
+//                                        (throttle/fail queue up in the order given)
+//   {"cmd":"dlr","stat":"UNDELIV","n":K,"err":"001"}  next K accepted messages end so
+//   {"cmd":"silent","on":true}           stop answering submit_sm/data_sm (false: resume)
+//   {"cmd":"refuse","on":true}           close new connections at once
+//   {"cmd":"bindfail","n":K}             next K binds fail with ESME_RBINDFAIL
+//   {"cmd":"drop"}                       destroy every connection now
+//   {"cmd":"mo","source":S,"destination":D,"text":T | "hex":H,
+//    "data_coding":0,"esm_class":0,"tlvs":{name:value},"system_id":S}
+//                                        a mobile-originated deliver_sm, queued until a
+//                                        receiver/transceiver of that system_id is bound
+//   {"cmd":"set","latency":s,"dlr_delay":s,"undeliv":share}  change those at run time
+//   {"cmd":"reset"}                      forget throttle/fail/dlr/silent/refuse/bindfail
+//   {"cmd":"quiet","on":true}            stop (false: resume) per-PDU events
+//   {"cmd":"stats"}                      counters, in the reply's "stats"
+// Reply: {"event":"reply","id":..,"cmd":..,"ok":true,...} or {"ok":false,"error":".."}.
 const COMMANDS = {
   throttle(command) {
     const n = count(command);

@@ -70,9 +70,7 @@ async def pause_writer(store: SqliteStore, nursery: trio.Nursery) -> WriterGate:
     """Start an op that blocks the writer thread until `gate.open()`; return once it does."""
     gate = WriterGate()
     nursery.start_soon(store._write, gate.op)
-    with trio.fail_after(5):
-        while not gate.entered.is_set():
-            await trio.sleep(0.001)
+    assert await trio.to_thread.run_sync(gate.entered.wait, 5), "the writer never took the gate"
     return gate
 
 

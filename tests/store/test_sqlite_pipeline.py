@@ -1,0 +1,383 @@
+"""The pipeline side of the SQLite store: claim_due, recover, apply, delivery-report parts."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from smsgw.store import (
+    Event,
+    EventKind,
+    MessageRecord,
+    MessageUpdate,
+    NewPush,
+    PartRecord,
+    PushState,
+    SqliteStore,
+    State,
+    UnknownMessage,
+)
+from smsgw.store.sqlite import CLAIM_SQL, NEXT_DUE_SQL
+from tests.store.conftest import NOW, new_message, pause_writer, queue_gate, rows, settle
+
+
+async def claim_one(store: SqliteStore, msgid: str = "m1", segments: int = 1) -> MessageRecord:
+    assert await store.insert_messages([new_message(msgid, segments=segments)], NOW) == [True]
+    (claimed,) = await store.claim_due(NOW, 1)
+    assert claimed.msgid == msgid
+    return claimed
+
+
+def submitting(message_id: int, attempt: int = 1) -> MessageUpdate:
+    return MessageUpdate(
+        message_id=message_id,
+        state=State.SUBMITTING,
+        event=Event("submitting", NOW + 1, attempt),
+        attempts=attempt,
+    )
+
+
+def submitted(
+    message_id: int, *part_ids: str, carrier_msgid: str = "c1", pushes: tuple[NewPush, ...] = ()
+) -> MessageUpdate:
+    return MessageUpdate(
+        message_id=message_id,
+        state=State.SUBMITTED,
+        event=Event(EventKind.SUBMITTED, NOW + 2, 1, carrier_msgid=carrier_msgid),
+        carrier_msgid=carrier_msgid,
+        part_ids=part_ids,
+        submitted_at_ms=NOW + 2,
+        pushes=pushes,
+    )
+
+
+async def test_claim_due_order_limit_and_schedule(store: SqliteStore) -> None:
+    await store.insert_messages(
+        [
+            new_message("a"),  # due NOW
+            new_message("b", send_at_ms=NOW + 1_000),  # scheduled
+            new_message("d", send_at_ms=NOW + 500),  # scheduled, due before b
+        ],
+        NOW,
+    )
+    await store.insert_messages([new_message("c")], NOW + 10)  # accepted later: due NOW+10
+
+    first = await store.claim_due(NOW + 5, 10)
+    assert [m.msgid for m in first] == ["a"]
+    assert first[0].state is State.QUEUED
+
+    second = await store.claim_due(NOW + 2_000, 2)  # the limit holds back b
+    assert [m.msgid for m in second] == ["c", "d"]
+    assert [m.next_attempt_at_ms for m in second] == [NOW + 10, NOW + 500]
+
+    assert [m.msgid for m in await store.claim_due(NOW + 2_000, 10)] == ["b"]
+    assert await store.claim_due(NOW + 10_000, 10) == []
+    counts = await store.counts()
+    assert counts["queued"] == 4
+    assert counts["accepted"] == counts["scheduled"] == 0
+
+
+async def test_scheduled_rows_are_not_claimed_early(store: SqliteStore) -> None:
+    await store.insert_messages([new_message("s", send_at_ms=NOW + 60_000)], NOW)
+    assert await store.claim_due(NOW + 59_999, 10) == []
+    (row,) = await store.claim_due(NOW + 60_000, 10)
+    assert row.msgid == "s"
+
+
+async def test_same_due_time_keeps_arrival_order(store: SqliteStore) -> None:
+    await store.insert_messages([new_message(f"m{n}") for n in range(5)], NOW)
+    claimed = await store.claim_due(NOW, 3) + await store.claim_due(NOW, 3)
+    assert [m.msgid for m in claimed] == [f"m{n}" for n in range(5)]
+
+
+async def test_claim_limit_edges(store: SqliteStore) -> None:
+    await store.insert_messages([new_message("a")], NOW)
+    assert await store.claim_due(NOW, 0) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.claim_due(NOW, -1)
+    assert (await store.counts())["accepted"] == 1
+
+
+async def test_next_due_at(store: SqliteStore) -> None:
+    assert await store.next_due_at() is None
+    await store.insert_messages([new_message("later", send_at_ms=NOW + 1_000)], NOW)
+    assert await store.next_due_at() == NOW + 1_000
+    await store.insert_messages([new_message("now")], NOW + 20)
+    assert await store.next_due_at() == NOW + 20
+    await store.claim_due(NOW + 20, 10)
+    assert await store.next_due_at() == NOW + 1_000
+    await store.claim_due(NOW + 1_000, 10)
+    assert await store.next_due_at() is None  # queued rows are not waiting
+
+
+async def test_recover(store: SqliteStore) -> None:
+    await store.insert_messages([new_message(f"m{n}") for n in range(4)], NOW)
+    claimed = await store.claim_due(NOW, 3)  # m0 m1 m2 queued, m3 waiting
+    await store.apply(
+        [submitting(claimed[0].id), submitting(claimed[1].id), submitted(claimed[1].id)]
+    )
+
+    report = await store.recover(NOW + 100)
+    assert report.requeued == 1  # m2
+    assert [m.msgid for m in report.in_doubt] == ["m0"]
+    assert report.in_doubt[0].state is State.SUBMITTING
+    assert report.in_doubt[0].attempts == 1
+    assert report.pending_pushes == 0
+    counts = await store.counts()
+    assert (counts["accepted"], counts["queued"], counts["submitting"]) == (2, 0, 1)
+    assert counts["submitted"] == 1
+    # the requeued row is due again, in its original order
+    assert [m.msgid for m in await store.claim_due(NOW + 100, 10)] == ["m2", "m3"]
+
+
+async def test_apply_submitted_with_parts_and_pushes(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    push = NewPush("A003", '{"msgid": "m1"}')
+    await store.apply([submitting(row.id)])
+    await store.apply([submitted(row.id, "p1", "p2", carrier_msgid="p1", pushes=(push,))])
+
+    (history,) = await store.history("m1")
+    message = history.message
+    assert message.state is State.SUBMITTED
+    assert message.carrier_msgid == "p1"
+    assert message.submitted_at_ms == NOW + 2
+    assert message.attempts == 1
+    assert message.next_attempt_at_ms is None
+    assert [e.kind for e in history.events] == ["accepted", "submitting", "submitted"]
+    assert history.events[-1].carrier_msgid == "p1"
+    assert history.parts == (
+        PartRecord(1, "p1", False, False, None, None),
+        PartRecord(2, "p2", False, False, None, None),
+    )
+    (stored_push,) = history.pushes
+    assert (stored_push.appid, stored_push.kind, stored_push.body) == ("app1", "A003", push.body)
+    assert stored_push.state is PushState.PENDING
+    assert stored_push.attempts == 0
+    assert stored_push.next_attempt_at_ms == NOW + 2
+
+
+async def test_apply_is_all_or_nothing(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    good = submitting(row.id)
+    bad = MessageUpdate(message_id=row.id + 1000, state=State.FAILED, event=Event("final", 1, 1))
+    with pytest.raises(UnknownMessage) as info:
+        await store.apply([good, bad])
+    assert info.value.message_id == row.id + 1000
+    (history,) = await store.history("m1")
+    assert history.message.state is State.QUEUED
+    assert len(history.events) == 1
+
+
+async def test_retry_after(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    await store.apply(
+        [
+            MessageUpdate(
+                message_id=row.id,
+                state=State.ACCEPTED,
+                event=Event(EventKind.ATTEMPT_FAILED, NOW + 5, 1, "SIM_FAIL", "temporary"),
+                attempts=1,
+                next_attempt_at_ms=NOW + 30_000,
+                stat="SIM_FAIL",
+                error="temporary",
+            )
+        ]
+    )
+    assert await store.claim_due(NOW + 29_999, 10) == []
+    assert await store.next_due_at() == NOW + 30_000
+    (again,) = await store.claim_due(NOW + 30_000, 10)
+    assert (again.id, again.attempts, again.stat, again.error) == (
+        row.id,
+        1,
+        "SIM_FAIL",
+        "temporary",
+    )
+
+
+async def test_waiting_update_without_time_is_due_at_the_event(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    update = MessageUpdate(row.id, State.ACCEPTED, Event(EventKind.ATTEMPT_FAILED, NOW + 7, 1))
+    await store.apply([update])
+    assert await store.next_due_at() == NOW + 7
+
+
+async def test_final_state_and_unchanged_fields(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    await store.apply([submitting(row.id), submitted(row.id, carrier_msgid="c9")])
+    await store.apply(
+        [
+            MessageUpdate(
+                row.id,
+                State.DELIVERED,
+                Event(EventKind.DELIVERY_REPORT, NOW + 50, 1, "DELIVRD"),
+                stat="DELIVRD",
+            )
+        ]
+    )
+    (history,) = await store.history("m1")
+    message = history.message
+    assert message.state is State.DELIVERED
+    assert message.final_at_ms == NOW + 50
+    assert message.stat == "DELIVRD"
+    # None in an update leaves the field as it was
+    assert (message.carrier_msgid, message.attempts, message.submitted_at_ms) == (
+        "c9",
+        1,
+        NOW + 2,
+    )
+    assert (await store.counts())["delivered"] == 1
+
+
+async def test_carrier_msgid_alone_makes_one_part(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    assert await store.find_by_part_id("c1") is None
+    await store.apply([submitted(row.id, carrier_msgid="c1")])
+    match = await store.find_by_part_id("c1")
+    assert match is not None
+    assert (match.message.id, match.part_no, match.parts, match.reported) == (row.id, 1, 1, 0)
+    assert not match.all_reported
+    assert not match.duplicate
+
+
+async def test_part_reports(store: SqliteStore, db_path: Path) -> None:
+    row = await claim_one(store, segments=3)
+    await store.apply([submitted(row.id, "p1", "p2", "p3", carrier_msgid="p1")])
+    assert await store.record_part_report("zzz", True, "DELIVRD", NOW) is None
+
+    first = await store.record_part_report("p2", True, "DELIVRD", NOW + 10)
+    assert first is not None
+    assert (first.part_no, first.parts, first.reported, first.delivered) == (2, 3, 1, 1)
+    assert not first.all_reported and not first.duplicate
+    assert first.failed_stat is None
+    # durable: visible to another connection as soon as the call returns
+    assert rows(
+        db_path,
+        "SELECT reported, delivered, stat, reported_at FROM message_parts WHERE carrier_msgid = ?",
+        ("p2",),
+    ) == [(1, 1, "DELIVRD", NOW + 10)]
+
+    second = await store.record_part_report("p1", False, "UNDELIV", NOW + 11)
+    assert second is not None
+    assert (second.reported, second.delivered, second.failed_stat) == (2, 1, "UNDELIV")
+
+    again = await store.record_part_report("p1", True, "DELIVRD", NOW + 12)
+    assert again is not None and again.duplicate
+    assert (again.reported, again.delivered, again.failed_stat) == (2, 1, "UNDELIV")
+
+    last = await store.record_part_report("p3", True, "DELIVRD", NOW + 13)
+    assert last is not None
+    assert last.all_reported and not last.all_delivered
+    assert last.message.id == row.id
+    found = await store.find_by_part_id("p3")
+    assert found is not None
+    assert (found.part_no, found.reported, found.duplicate) == (3, 3, False)
+    (history,) = await store.history("m1")
+    assert [(p.part_no, p.reported, p.delivered, p.stat) for p in history.parts] == [
+        (1, True, False, "UNDELIV"),
+        (2, True, True, "DELIVRD"),
+        (3, True, True, "DELIVRD"),
+    ]
+
+
+async def test_all_parts_delivered(store: SqliteStore) -> None:
+    row = await claim_one(store, segments=2)
+    await store.apply([submitted(row.id, "x1", "x2", carrier_msgid="x1")])
+    await store.record_part_report("x1", True, "DELIVRD", NOW)
+    match = await store.record_part_report("x2", True, "DELIVRD", NOW)
+    assert match is not None and match.all_reported and match.all_delivered
+
+
+async def test_new_attempt_replaces_parts(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    await store.apply([submitted(row.id, "old1", "old2", carrier_msgid="old1")])
+    await store.apply([submitted(row.id, "new1", carrier_msgid="new1")])
+    assert await store.find_by_part_id("old1") is None
+    match = await store.find_by_part_id("new1")
+    assert match is not None and match.parts == 1
+
+
+async def test_recycled_operator_id_goes_to_the_waiting_part(store: SqliteStore) -> None:
+    first = await claim_one(store, "first")
+    await store.apply([submitted(first.id, carrier_msgid="same")])
+    await store.record_part_report("same", True, "DELIVRD", NOW)
+    second = await claim_one(store, "second")
+    await store.apply([submitted(second.id, carrier_msgid="same")])
+    match = await store.record_part_report("same", False, "EXPIRED", NOW + 1)
+    assert match is not None
+    assert match.message.msgid == "second" and not match.duplicate
+
+
+async def test_cancelled_claim_puts_rows_back(store: SqliteStore, nursery: trio.Nursery) -> None:
+    await store.insert_messages([new_message(f"m{n}") for n in range(3)], NOW)
+    first = await pause_writer(store, nursery)
+    second = await queue_gate(store, nursery)
+    scope = trio.CancelScope()
+
+    async def cancelled_claim() -> None:
+        with scope:
+            await store.claim_due(NOW, 10)
+
+    async with trio.open_nursery() as callers:
+        callers.start_soon(cancelled_claim)
+        await settle()
+        first.open()  # the writer takes [second gate, claim]
+        assert await trio.to_thread.run_sync(second.entered.wait, 5)
+        scope.cancel()
+    second.open()
+    await store.insert_messages([new_message("probe")], NOW)  # after the claim and its undo
+    counts = await store.counts()
+    assert counts["queued"] == 0
+    assert counts["accepted"] == 4
+    assert [m.msgid for m in await store.claim_due(NOW, 10)] == ["m0", "m1", "m2", "probe"]
+
+
+async def test_claim_cancelled_while_queued_claims_nothing(
+    store: SqliteStore, nursery: trio.Nursery
+) -> None:
+    await store.insert_messages([new_message("m0")], NOW)
+    gate = await pause_writer(store, nursery)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.claim_due(NOW, 10)
+    gate.open()
+    await store.insert_messages([new_message("probe")], NOW)
+    assert (await store.counts())["queued"] == 0
+
+
+def test_due_queries_use_the_partial_index(tmp_path: Path) -> None:
+    from smsgw.store.sqlite import migrate
+
+    conn = sqlite3.connect(str(tmp_path / "plan.db"), isolation_level=None)
+    migrate(conn)
+    for sql, params in ((CLAIM_SQL, (NOW, 10)), (NEXT_DUE_SQL, ())):
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "messages_due" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan  # no sort of the whole backlog
+    conn.close()
+
+
+async def test_claim_stays_fast_with_a_large_backlog(store: SqliteStore, db_path: Path) -> None:
+    backlog = 200_000
+    conn = sqlite3.connect(str(db_path))
+    with conn:
+        conn.executemany(
+            "INSERT INTO messages (appid, msgid, phone, message, msgtype, segments, state,"
+            " accepted_at, next_attempt_at) VALUES ('app1', ?, '+1', 'x', 1, 1, ?, ?, ?)",
+            (
+                (f"b{n}", "scheduled" if n % 2 else "accepted", NOW, NOW + (n * 7919) % backlog)
+                for n in range(backlog)
+            ),
+        )
+    conn.close()
+    started = time.perf_counter()
+    claimed = await store.claim_due(NOW + backlog, 100)
+    elapsed = time.perf_counter() - started
+    print(f"\nclaim_due(limit=100) with {backlog} waiting rows: {elapsed * 1000:.1f} ms")
+    assert len(claimed) == 100
+    # next_attempt_at runs over a permutation of NOW .. NOW + backlog - 1: the 100 earliest
+    assert [m.next_attempt_at_ms for m in claimed] == [NOW + n for n in range(100)]
+    assert await store.next_due_at() == NOW + 100
