@@ -1,8 +1,9 @@
-"""`smsgw serve | send | status | --version`."""
+"""`smsgw serve | send | listen | status | --version`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import signal
@@ -14,13 +15,14 @@ from typing import Any
 import trio
 
 from smsgw import __version__
-from smsgw.client import ClientError, submit_sync
+from smsgw.client import ClientError, PushItem, ReceiptServer, submit_sync
 from smsgw.config import DEMO_APPID, DEMO_SECRET, Config, ConfigError, load_config
 from smsgw.gateway import Gateway, GatewayInfo, store_from_config
 from smsgw.logs import setup_logging
 from smsgw.protocol.framing import LengthStyle
 from smsgw.protocol.messages import converter
 from smsgw.protocol.status import Status
+from smsgw.store.base import MessageHistory
 
 EXIT_CONFIG = 2
 
@@ -58,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--binary-length", action="store_true", help="4-byte length field")
     send.add_argument("--timeout", type=float, default=30.0)
     send.set_defaults(run=_send)
+
+    listen = commands.add_parser(
+        "listen", help="receive A002/A003 pushes: print each item as a JSON line, acknowledge"
+    )
+    listen.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    listen.add_argument("--port", type=int, default=9100, help="port (0: any free port)")
+    listen.add_argument("--answer", default="0", help="status to answer (0 acknowledges)")
+    listen.add_argument("--silent", action="store_true", help="never answer (test timeouts)")
+    listen.set_defaults(run=_listen)
 
     status = commands.add_parser("status", help="show a message's state and history")
     status.add_argument("msgid")
@@ -160,6 +171,40 @@ def _send(args: argparse.Namespace) -> int:
     return 0 if reply.status == Status.OK else 1
 
 
+# --- listen ---
+
+
+def _listen(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        print(f"smsgw listen: port {args.port} is out of range", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        trio.run(_listen_async, args)
+    except OSError as exc:
+        print(f"smsgw listen: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def _print_items(kind: str, items: list[PushItem]) -> None:
+    for item in items:
+        line = {"kind": kind, **converter.unstructure(item)}
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+
+
+async def _listen_async(args: argparse.Namespace) -> None:
+    server = ReceiptServer(_print_items, answer=args.answer, silent=args.silent)
+    # The signal receiver first: a SIGTERM right after the banner must not kill us.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.run, args.host, args.port)
+            # stderr: stdout carries only the items' JSON lines.
+            print(f"smsgw listen: listening on {args.host}:{port}", file=sys.stderr, flush=True)
+            async for _ in signals:
+                break
+            nursery.cancel_scope.cancel()
+
+
 # --- status ---
 
 
@@ -174,8 +219,17 @@ def _status(args: argparse.Namespace) -> int:
         print(f"smsgw status: no message with msgid {args.msgid!r}", file=sys.stderr)
         return 1
     for history in histories:
-        print(json.dumps(converter.unstructure(history), ensure_ascii=False, indent=2))
+        print(json.dumps(_history_json(history), ensure_ascii=False, indent=2))
     return 0
+
+
+def _history_json(history: MessageHistory) -> dict[str, Any]:
+    """The message row with its events, parts and pushes; each push's body as JSON."""
+    data: dict[str, Any] = converter.unstructure(history)
+    for push in data.get("pushes", []):
+        with contextlib.suppress(TypeError, ValueError):  # else shown as stored
+            push["body"] = json.loads(push["body"])
+    return data
 
 
 async def _history(config: Config, msgid: str, appid: str | None) -> list[Any]:

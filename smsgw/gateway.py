@@ -1,4 +1,12 @@
-"""The gateway: one Trio nursery tree, each part owning its tasks (DESIGN.md §2)."""
+"""The gateway: one Trio nursery tree, each part owning its tasks (DESIGN.md §2).
+
+Start-up order: store, carrier, pusher, pipeline (which first decides the submits left in
+doubt by a crash), listener. A graceful shutdown goes the other way round, all within one
+`shutdown_grace` from the request: the listener stops accepting and finishes the requests
+in hand; the pipeline stops claiming and its senders finish (and record) the submits in
+flight; the pusher finishes its pushes in flight; the carrier closes; the store flushes and
+closes last.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +15,20 @@ import logging
 import attrs
 import trio
 
+from smsgw.carriers import open_carrier
+from smsgw.carriers.base import Carrier
+from smsgw.clock import WallClock
 from smsgw.config import Config, ConfigError, Endpoint
+from smsgw.pipeline import Pipeline
+from smsgw.pusher import Pusher
 from smsgw.server import Server
 from smsgw.store import open_store
 from smsgw.store.base import Store
 
 log = logging.getLogger("smsgw.gateway")
+
+# A carrier's close waits for its own submits; it gets this long past the grace.
+CARRIER_CLOSE_MARGIN_S = 1.0
 
 
 @attrs.frozen
@@ -29,11 +45,34 @@ def store_from_config(config: Config) -> Store:
         raise ConfigError("SMSGW_DB", str(exc)) from None
 
 
+def carrier_from_config(config: Config, clock: WallClock) -> Carrier:
+    try:
+        return open_carrier(config.carrier_url, now_ms=clock.now_ms)
+    except ValueError as exc:
+        raise ConfigError("SMSGW_CARRIER", str(exc)) from None
+
+
 class Gateway:
-    def __init__(self, config: Config, *, store: Store | None = None) -> None:
+    """Build inside `trio.run` (the clock follows Trio's). `store=` / `carrier=` replace
+    the ones the configuration names (tests)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store | None = None,
+        carrier: Carrier | None = None,
+        clock: WallClock | None = None,
+    ) -> None:
         self.config = config
+        self.clock = clock or WallClock()
         self.store = store or store_from_config(config)
-        self.server = Server(config, self.store)
+        self.carrier = carrier or carrier_from_config(config, self.clock)
+        self.server = Server(config, self.store, self.clock)
+        self.pipeline = Pipeline(config, self.store, self.carrier, self.clock)
+        self.pusher = Pusher(config, self.store, self.clock)
+        self.server.on_stored = self.pipeline.wake
+        self.pipeline.on_pushes = self.pusher.wake
         self._shutdown = trio.Event()
 
     @property
@@ -49,15 +88,35 @@ class Gateway:
     ) -> None:
         async with trio.open_nursery() as foundation:
             await foundation.start(self.store.run)
-            async with trio.open_nursery() as services:
-                listen = await services.start(self.server.run)
-                task_status.started(GatewayInfo(listen=listen))
-                await self._shutdown.wait()
-                log.info("shutting down: no new connections, finishing requests in hand")
-                self.server.stop_accepting()
-                services.cancel_scope.deadline = (
-                    trio.current_time() + self.config.shutdown_grace + 1
-                )
+            async with trio.open_nursery() as upstream:
+                await upstream.start(self.carrier.run)
+                async with trio.open_nursery() as pushing:
+                    await pushing.start(self.pusher.run)
+                    async with trio.open_nursery() as sending:
+                        await sending.start(self.pipeline.run)
+                        deadline = await self._serve(task_status)
+                        log.info("stopping the pipeline: finishing the submits in flight")
+                        self.pipeline.stop()
+                        sending.cancel_scope.deadline = deadline
+                    log.info("stopping the pusher: finishing the pushes in flight")
+                    self.pusher.stop()
+                    pushing.cancel_scope.deadline = deadline
+                with trio.move_on_at(deadline + CARRIER_CLOSE_MARGIN_S) as closing:
+                    closing.shield = True
+                    await self.carrier.aclose()
+                upstream.cancel_scope.cancel()
             # Everything that writes to the store has returned: let it close cleanly.
             foundation.cancel_scope.cancel()
         log.info("stopped")
+
+    async def _serve(self, task_status: trio.TaskStatus[GatewayInfo]) -> float:
+        """Run the listener until shutdown() and its drain; return the shutdown deadline."""
+        async with trio.open_nursery() as services:
+            listen = await services.start(self.server.run)
+            task_status.started(GatewayInfo(listen=listen))
+            await self._shutdown.wait()
+            deadline = trio.current_time() + self.config.shutdown_grace
+            log.info("shutting down: no new connections, finishing requests in hand")
+            self.server.stop_accepting()
+            services.cancel_scope.deadline = deadline + 1
+        return deadline

@@ -28,7 +28,7 @@ __all__ = [
 
 
 def open_carrier(url: str, *, now_ms: Callable[[], int] | None = None) -> Carrier:
-    """Build the carrier a URL names (``sim://?...``; ``smpp://...`` later).
+    """Build the carrier a URL names (``sim://?...`` or ``smpp://id:password@host:port?...``).
 
     Raises ValueError with a message naming the bad part; the message never repeats the
     URL itself, which may hold a password. `now_ms` (epoch ms, e.g. `WallClock().now_ms`)
@@ -41,7 +41,11 @@ def open_carrier(url: str, *, now_ms: Callable[[], int] | None = None) -> Carrie
     if scheme == "sim":
         return SimCarrier(parse_sim_url(url), now_ms=now_ms)
     if scheme == "smpp":
-        raise ValueError("smpp carrier not available yet")
+        # Imported here: the SMPP stack is only loaded by gateways that use it.
+        from smsgw.carriers.smpp.carrier import SmppCarrier
+        from smsgw.carriers.smpp.settings import parse_smpp_url
+
+        return SmppCarrier(parse_smpp_url(url), now_ms=now_ms)
     if not scheme:
         raise ValueError("carrier URL has no scheme: expected sim://... or smpp://...")
     raise ValueError(f"unknown carrier scheme {scheme!r}: expected sim:// or smpp://")

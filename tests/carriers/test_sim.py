@@ -185,7 +185,7 @@ def test_bad_sim_url_shapes(url: str, fragment: str) -> None:
         ("http://example.com/", "unknown carrier scheme 'http'"),
         ("", "no scheme"),
         ("fail=0.1", "no scheme"),
-        ("smpp://user:secret@127.0.0.1:2775", "smpp carrier not available yet"),
+        ("smpp://user:secret@127.0.0.1:2775?window=0", "smpp carrier parameter .window."),
         ("sim://[::1", "malformed"),
     ],
 )

@@ -65,7 +65,8 @@ class Pacer:
         if now < self._last_throttle + self.pause:
             return  # the same wave of throttled responses: slowed down once already
         if self.rate > 0:
-            self.rate = max(MIN_RATE, self.rate / 2)
+            # Never below MIN_RATE, nor above a configured cap that is lower still.
+            self.rate = max(min(MIN_RATE, self.limit), self.rate / 2)
         else:
             observed = max(self._last_second, self._this_second, 2 * MIN_RATE)
             self._free_above = 2 * observed

@@ -24,8 +24,9 @@ A bad value raises ValueError naming the parameter; no message ever repeats the 
   unbind_resp) and for a stalled write.
 - ``bind_timeout`` 10: seconds for the TCP connect plus the bind response.
 - ``bind_wait`` 5: seconds a submit waits for a bound session before failing TEMPORARY.
-- ``reconnect_min`` 1 / ``reconnect_max`` 60: the reconnect backoff (doubles per failed bind,
-  with jitter, capped at reconnect_max; back to reconnect_min after a successful bind).
+- ``reconnect_min`` 1 / ``reconnect_max`` 60: the reconnect backoff (doubles per failed bind
+  or lost link, with jitter, capped at reconnect_max; back to reconnect_min once a bind has
+  stayed up 10 s, so a link that flaps does not reconnect at full speed).
 - ``throttle_pause`` 1: seconds a bind stops submitting after ESME_RTHROTTLED/ESME_RMSGQFUL.
 - ``long`` ``udh``: how a multi-segment message goes out: ``udh`` (one submit_sm per part with
   a concatenation UDH), ``sar`` (one per part with the sar_* TLVs) or ``payload`` (one

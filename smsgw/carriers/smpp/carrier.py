@@ -1,0 +1,459 @@
+"""The SMPP 3.4 carrier: `binds` sessions to one SMSC behind the `Carrier` interface.
+
+URL and parameters: `smsgw.carriers.smpp.settings`. Sessions, window, TPS, keep-alive and
+the command_status table: `smsgw.carriers.smpp.session`. What goes on the wire and how ids
+are matched: `smsgw.carriers.smpp.outbound`.
+
+submit():
+- waits at most ``bind_wait`` seconds for a bound session, then SubmitError TEMPORARY
+  ``SMPP_NO_BIND``; picks the bound session with the most free window (round robin on ties).
+  After `aclose` started: THROTTLED ``SMPP_CLOSED`` (never sent, so it costs no attempt).
+- a text the SMSC cannot take (bad phone, too long): PERMANENT ``SMPP_BAD_MESSAGE``.
+- the parts of a long message go one after the other on the same bind, each waiting for its
+  submit_sm_resp, so they reach the SMSC in order and the first failure stops the rest.
+  Returns SubmitAccepted(carrier_msgid = the first part's id, part_ids = every part's id).
+- a part refused by the SMSC → SubmitError of the table's kind with stat = the ESME_ name;
+  the link lost or no response within ``response_timeout`` once the part was written →
+  IN_DOUBT (``SMPP_LINK_LOST`` / ``SMPP_TIMEOUT``; ``SMPP_BAD_RESPONSE`` when the answer
+  could not be decoded); a later part that could not be sent at
+  all (the bind went away between parts) → TEMPORARY ``SMPP_LINK_LOST``.
+- when a later part fails after earlier ones were accepted, the failure is reported as it
+  is (an `SmppSubmitError` whose `accepted_part_ids` lists the ids already accepted, named
+  in `detail` as well): the pipeline decides, and a retry sends the whole message again
+  with a new concatenation reference (the handset cannot mix the two sends' parts).
+
+Delivery reports: a deliver_sm or data_sm that `receipt_from_pdu` reads as a receipt becomes
+a DeliveryReport(carrier_msgid = the receipted_message_id TLV, else the text's ``id:`` in
+the submit's base per ``receipt_id``; delivered = the state is DELIVERED; stat = the
+receipt's word; error = "err:NNN" and the network error when not delivered; at_ms = when it
+arrived) on the `reports()` channel, waiting while that channel is full (the SMSC is held
+back: deliver_sm_resp is sent once the report is in the channel). Intermediate receipts
+(esm_class intermediate notification, or state ENROUTE) are acknowledged and not reported.
+A receipt without any id is logged and acknowledged.
+
+Mobile-originated messages (a deliver_sm / data_sm of the default message type that is not a
+receipt; other types, SME acknowledgements and the like, are only acknowledged) are logged
+(numbers and length, not the text) and put on the `mo()` channel as `MobileOriginated`. The
+pipeline does not store them yet: until something calls `mo()`, they are acknowledged and
+dropped. With a consumer, a full channel answers ESME_RX_T_APPN so the SMSC delivers the MO
+again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from smsgw.carriers.base import (
+    DeliveryReport,
+    OutboundSms,
+    SubmitAccepted,
+    SubmitError,
+    SubmitErrorKind,
+)
+from smsgw.carriers.smpp import codec
+from smsgw.carriers.smpp.codec import (
+    ESM_CLASS_TYPE_MASK,
+    ESM_CLASS_UDHI,
+    DataSm,
+    DeliverSm,
+    MessageState,
+    Pdu,
+    SubmitSm,
+    SubmitSmResp,
+    describe_status,
+    encode_pdu,
+)
+from smsgw.carriers.smpp.outbound import (
+    build_submits,
+    normalize_message_id,
+    receipt_id_in_submit_form,
+)
+from smsgw.carriers.smpp.receipt import DeliveryReceipt, receipt_from_pdu
+from smsgw.carriers.smpp.session import (
+    Connect,
+    LinkLost,
+    NotSent,
+    ResponseTimeout,
+    SmppSession,
+    UnreadableResponse,
+    classify_status,
+    open_tcp,
+)
+from smsgw.carriers.smpp.settings import SmppConfig, parse_smpp_url
+from smsgw.clock import WallClock
+from smsgw.encoding import decode_text
+
+__all__ = [
+    "MO_BUFFER",
+    "REPORT_BUFFER",
+    "STAT_BAD_MESSAGE",
+    "STAT_BAD_RESPONSE",
+    "STAT_CLOSED",
+    "STAT_LINK_LOST",
+    "STAT_NO_BIND",
+    "STAT_TIMEOUT",
+    "MobileOriginated",
+    "SmppCarrier",
+    "SmppSubmitError",
+]
+
+log = logging.getLogger("smsgw.carriers.smpp")
+
+REPORT_BUFFER = 1024
+MO_BUFFER = 1024
+ESM_CLASS_INTERMEDIATE: int = 0x20  # esm_class message type: intermediate delivery notification
+
+STAT_NO_BIND = "SMPP_NO_BIND"
+STAT_CLOSED = "SMPP_CLOSED"
+STAT_BAD_MESSAGE = "SMPP_BAD_MESSAGE"
+STAT_LINK_LOST = "SMPP_LINK_LOST"
+STAT_TIMEOUT = "SMPP_TIMEOUT"
+STAT_BAD_RESPONSE = "SMPP_BAD_RESPONSE"
+
+
+class SmppSubmitError(SubmitError):
+    """A SubmitError that also says what the SMSC answered and which parts it had accepted
+    before the failure (empty for a one-part message or a failed first part)."""
+
+    def __init__(
+        self,
+        kind: SubmitErrorKind,
+        stat: str,
+        detail: str,
+        *,
+        command_status: int | None = None,
+        accepted_part_ids: tuple[str, ...] = (),
+    ) -> None:
+        if accepted_part_ids:
+            detail = f"{detail} (parts already accepted: {', '.join(accepted_part_ids)})"
+        super().__init__(kind, stat, detail)
+        self.command_status = command_status
+        self.accepted_part_ids = accepted_part_ids
+
+
+@attrs.frozen
+class MobileOriginated:
+    """A message from a handset (a deliver_sm / data_sm that is not a receipt)."""
+
+    source_addr: str
+    destination_addr: str
+    text: str  # decoded by data_coding, without the UDH
+    data_coding: int
+    esm_class: int
+    udh: bytes  # the User Data Header when esm_class has UDHI, else b""
+    at_ms: int
+
+
+def _closed_error() -> SmppSubmitError:
+    return SmppSubmitError(
+        SubmitErrorKind.THROTTLED, STAT_CLOSED, "smpp carrier is closing: not sent"
+    )
+
+
+def _split_udh(payload: bytes, esm_class: int) -> tuple[bytes, bytes]:
+    if not esm_class & ESM_CLASS_UDHI or not payload:
+        return b"", payload
+    end = 1 + payload[0]
+    return payload[:end], payload[end:]
+
+
+class SmppCarrier:
+    """An SMSC reached over SMPP 3.4 (implements `smsgw.carriers.base.Carrier`)."""
+
+    def __init__(
+        self,
+        config: SmppConfig,
+        *,
+        now_ms: Callable[[], int] | None = None,
+        connect: Connect = open_tcp,
+        report_buffer: int = REPORT_BUFFER,
+        mo_buffer: int = MO_BUFFER,
+    ) -> None:
+        """`now_ms` stamps reports (default: a `WallClock` made at first use, inside Trio);
+        `connect(host, port)` opens a byte stream to the SMSC (tests pass in-memory ones)."""
+        self.config = config
+        self.name = "smpp"
+        self.gives_reports = config.gives_reports
+        self._now_ms = now_ms
+        self._reports_send, self._reports_receive = trio.open_memory_channel[DeliveryReport](
+            report_buffer
+        )
+        self._mo_send, self._mo_receive = trio.open_memory_channel[MobileOriginated](mo_buffer)
+        self._mo_consumer = False
+        self.sessions = [
+            SmppSession(
+                config,
+                index,
+                on_delivery=self._on_delivery,
+                on_state_change=self._state_changed,
+                connect=connect,
+            )
+            for index in range(1, config.binds + 1)
+        ]
+        self._state_event = trio.Event()
+        self._reference = random.randrange(0x10000)
+        self._turn = 0
+        self._closing = False
+        self._inflight = 0
+        self._drained = trio.Event()
+        self._run_started = False
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, now_ms: Callable[[], int] | None = None, connect: Connect = open_tcp
+    ) -> SmppCarrier:
+        return cls(parse_smpp_url(url), now_ms=now_ms, connect=connect)
+
+    # -- Carrier ---------------------------------------------------------------------------
+
+    def reports(self) -> trio.MemoryReceiveChannel[DeliveryReport]:
+        return self._reports_receive
+
+    def mo(self) -> trio.MemoryReceiveChannel[MobileOriginated]:
+        """Mobile-originated messages, for ONE consumer; calling this turns buffering on."""
+        self._mo_consumer = True
+        return self._mo_receive
+
+    def normalize_id(self, carrier_msgid: str) -> str:
+        return normalize_message_id(carrier_msgid, self.config.id_format)
+
+    @property
+    def bound_sessions(self) -> int:
+        return sum(session.bound for session in self.sessions)
+
+    async def wait_bound(self, count: int | None = None) -> None:
+        """Wait until `count` sessions (default: all) are bound; for tests and start-up."""
+        wanted = len(self.sessions) if count is None else count
+        while self.bound_sessions < wanted:
+            await self._state_event.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._run_started:
+            raise RuntimeError("SmppCarrier.run() can only be started once")
+        self._run_started = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for session in self.sessions:
+                    await nursery.start(session.run)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._reports_send.close()
+            self._mo_send.close()
+
+    async def submit(self, sms: OutboundSms) -> SubmitAccepted:
+        if self._closing:
+            raise _closed_error()
+        self._reference = (self._reference + 1) & 0xFFFF
+        try:
+            pdus = build_submits(
+                self.config, phone=sms.phone, text=sms.text, reference=self._reference
+            )
+            for pdu in pdus:
+                encode_pdu(pdu)  # any field the codec refuses fails here, before a part is sent
+        except ValueError as error:
+            raise SmppSubmitError(SubmitErrorKind.PERMANENT, STAT_BAD_MESSAGE, str(error)) from None
+        self._inflight += 1
+        try:
+            return await self._submit_parts(pdus)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._drained.set()
+
+    async def aclose(self) -> None:
+        """Stop taking submits; let those in flight finish (at most response_timeout + 1 s);
+        then unbind every session (each waits at most response_timeout for unbind_resp)."""
+        self._closing = True
+        self._state_changed()  # submits waiting for a bind give up now
+        with trio.move_on_after(self.config.response_timeout + 1.0):
+            while self._inflight:
+                self._drained = trio.Event()
+                await self._drained.wait()
+        async with trio.open_nursery() as nursery:
+            for session in self.sessions:
+                nursery.start_soon(session.unbind)
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def _state_changed(self) -> None:
+        self._state_event.set()
+        self._state_event = trio.Event()
+
+    def _pick_session(self) -> SmppSession | None:
+        bound = [session for session in self.sessions if session.bound]
+        if not bound:
+            return None
+        self._turn = (self._turn + 1) % len(bound)
+        rotated = bound[self._turn :] + bound[: self._turn]
+        return max(rotated, key=lambda session: session.load)
+
+    async def _submit_parts(self, pdus: list[SubmitSm]) -> SubmitAccepted:
+        session, response = await self._submit_first(pdus[0])
+        accepted: tuple[str, ...] = (self._accepted_id(response, ()),)
+        for pdu in pdus[1:]:
+            try:
+                response = await session.submit(pdu)
+            except NotSent as error:
+                raise SmppSubmitError(
+                    SubmitErrorKind.TEMPORARY,
+                    STAT_LINK_LOST,
+                    f"part {len(accepted) + 1}/{len(pdus)} not sent: {error}",
+                    accepted_part_ids=accepted,
+                ) from None
+            except (LinkLost, ResponseTimeout) as error:
+                raise self._in_doubt(error, accepted) from None
+            accepted += (self._accepted_id(response, accepted),)
+        return SubmitAccepted(carrier_msgid=accepted[0], part_ids=accepted)
+
+    async def _submit_first(self, pdu: SubmitSm) -> tuple[SmppSession, Pdu]:
+        deadline = trio.current_time() + self.config.bind_wait
+        while True:
+            if self._closing:
+                raise _closed_error()
+            session = self._pick_session()
+            if session is not None:
+                try:
+                    return session, await session.submit(pdu)
+                except NotSent:
+                    pass  # gone before the write: another bind, or this one once back
+                except (LinkLost, ResponseTimeout) as error:
+                    raise self._in_doubt(error, ()) from None
+            if trio.current_time() >= deadline:
+                raise SmppSubmitError(
+                    SubmitErrorKind.TEMPORARY,
+                    STAT_NO_BIND,
+                    f"no bound SMPP session to {self.config.address} "
+                    f"within {self.config.bind_wait:g} s",
+                )
+            changed = self._state_event
+            with trio.move_on_at(deadline):
+                if session is None:
+                    await changed.wait()
+                else:
+                    await trio.lowlevel.checkpoint()
+
+    def _in_doubt(
+        self, error: LinkLost | ResponseTimeout, accepted: tuple[str, ...]
+    ) -> SmppSubmitError:
+        if isinstance(error, ResponseTimeout):
+            stat = STAT_TIMEOUT
+        elif isinstance(error, UnreadableResponse):
+            stat = STAT_BAD_RESPONSE
+        else:
+            stat = STAT_LINK_LOST
+        log.warning("smpp submit in doubt (%s): %s", stat, error)
+        return SmppSubmitError(
+            SubmitErrorKind.IN_DOUBT, stat, str(error), accepted_part_ids=accepted
+        )
+
+    def _accepted_id(self, response: Pdu, accepted: tuple[str, ...]) -> str:
+        status = response.command_status
+        if isinstance(response, SubmitSmResp) and status == codec.ESME_ROK:
+            if not response.message_id:
+                log.warning("smpp submit_sm_resp without a message_id: reports cannot match")
+            return response.message_id
+        if status == codec.ESME_ROK:  # a generic_nack saying "OK" answers nothing
+            status = codec.ESME_RUNKNOWNERR
+        stat = describe_status(status)
+        raise SmppSubmitError(
+            classify_status(status),
+            stat,
+            f"the SMSC answered {response.command_id.name.lower()} {stat}",
+            command_status=status,
+            accepted_part_ids=accepted,
+        )
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _wall_clock_ms(self) -> int:
+        if self._now_ms is None:
+            self._now_ms = WallClock().now_ms
+        return self._now_ms()
+
+    async def _on_delivery(self, pdu: DeliverSm | DataSm) -> int:
+        try:
+            receipt = receipt_from_pdu(pdu)
+        except Exception:
+            log.exception("smpp: cannot read %s as a receipt; acknowledged", type(pdu).__name__)
+            return codec.ESME_ROK
+        if receipt is None:
+            if pdu.esm_class & ESM_CLASS_TYPE_MASK:
+                # An SME acknowledgement or a notification without receipt fields: nothing
+                # a handset wrote, so not an MO.
+                log.info("smpp: notification with esm_class 0x%02X acknowledged", pdu.esm_class)
+                return codec.ESME_ROK
+            return self._on_mo(pdu)
+        return await self._on_receipt(pdu, receipt)
+
+    async def _on_receipt(self, pdu: DeliverSm | DataSm, receipt: DeliveryReceipt) -> int:
+        message_id = receipt.message_id or ""
+        if pdu.tlvs.receipted_message_id is None:
+            message_id = receipt_id_in_submit_form(message_id, self.config.receipt_id)
+        if not message_id.strip():
+            log.warning("smpp: receipt without a message id acknowledged and ignored: %r", pdu)
+            return codec.ESME_ROK
+        if (
+            pdu.esm_class & ESM_CLASS_TYPE_MASK == ESM_CLASS_INTERMEDIATE
+            or receipt.state is MessageState.ENROUTE
+        ):
+            log.debug("smpp: intermediate receipt for %s (%s)", message_id, receipt.stat_word)
+            return codec.ESME_ROK
+        delivered = receipt.is_delivered
+        report = DeliveryReport(
+            carrier_msgid=message_id,
+            delivered=delivered,
+            stat=receipt.stat_word,
+            error=None if delivered else _receipt_error(receipt),
+            at_ms=self._wall_clock_ms(),
+        )
+        try:
+            await self._reports_send.send(report)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # Nobody reads reports any more (shutting down): let the SMSC send it again.
+            log.warning("smpp: report for %s not taken (closing); SMSC will resend", message_id)
+            return codec.ESME_RX_T_APPN
+        return codec.ESME_ROK
+
+    def _on_mo(self, pdu: DeliverSm | DataSm) -> int:
+        udh, body = _split_udh(pdu.payload, pdu.esm_class)
+        mo = MobileOriginated(
+            source_addr=pdu.source_addr,
+            destination_addr=pdu.destination_addr,
+            text=decode_text(body, pdu.data_coding),
+            data_coding=pdu.data_coding,
+            esm_class=pdu.esm_class,
+            udh=udh,
+            at_ms=self._wall_clock_ms(),
+        )
+        log.info(
+            "smpp: MO from %s to %s (%d characters)",
+            mo.source_addr,
+            mo.destination_addr,
+            len(mo.text),
+        )
+        if not self._mo_consumer:
+            return codec.ESME_ROK  # nothing stores MOs yet (module docstring)
+        try:
+            self._mo_send.send_nowait(mo)
+        except trio.WouldBlock:
+            log.warning("smpp: MO channel full: answered ESME_RX_T_APPN, the SMSC will retry")
+            return codec.ESME_RX_T_APPN
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return codec.ESME_RX_T_APPN
+        return codec.ESME_ROK
+
+
+def _receipt_error(receipt: DeliveryReceipt) -> str | None:
+    parts = []
+    if receipt.err and receipt.err.strip("0"):
+        parts.append(f"err:{receipt.err}")
+    if receipt.network_error is not None:
+        network = receipt.network_error
+        parts.append(f"network error {network.network_type}/{network.error_code}")
+    return ", ".join(parts) or None

@@ -1,0 +1,697 @@
+"""The sending pipeline: dispatcher → senders → carrier, and the delivery-report consumer.
+
+DESIGN.md §2. The store is the source of truth; the memory channel between the dispatcher
+and the senders is only a fast path with a fixed capacity, so memory stays bounded whatever
+the backlog: the dispatcher claims (`Store.claim_due`) only as many due rows as the channel
+has room for.
+
+A sender makes each attempt durable as SUBMITTING *before* handing the message to the
+carrier, then records the outcome. After a crash the store hands the SUBMITTING rows back
+(`Store.recover`) and `run()` decides them before anything is sent: a verification code
+(msgtype 2) is failed with stat UNKNOWN, never resent; a notification (msgtype 1) is sent
+again as a new attempt while it has attempts left.
+
+Every final outcome writes its A002 outbox item in the same `Store.apply` as the state
+change, and only a transition out of SUBMITTING (sender, recovery) or SUBMITTED (report
+consumer) is ever final, each decided by exactly one task: one A002 per (msgid, phone).
+
+Delivery reports are matched to messages by `Carrier.normalize_id`. A report can arrive
+before the sender's SUBMITTED update (with the part ids) is committed; such reports are kept
+in memory (bounded in number and age) and matched again once the sender has recorded its
+part ids.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final
+
+import attrs
+import trio
+
+from smsgw.carriers.base import (
+    Carrier,
+    DeliveryReport,
+    OutboundSms,
+    SubmitAccepted,
+    SubmitError,
+    SubmitErrorKind,
+)
+from smsgw.clock import WallClock
+from smsgw.config import AppConfig, Config
+from smsgw.protocol.messages import ReceiptItem, StatusReportItem, encode_json
+from smsgw.store.base import Event as HistoryEvent
+from smsgw.store.base import (
+    EventKind,
+    MessageRecord,
+    MessageUpdate,
+    NewPush,
+    PartMatch,
+    PushKind,
+    State,
+    Store,
+    StoreError,
+)
+
+log = logging.getLogger("smsgw.pipeline")
+
+# The gateway's own stats (the operator's come from the carrier).
+STAT_ACCEPTED: Final = "ACCEPTD"  # accepted by the operator (final when it gives no reports)
+STAT_RETRY_LIMIT: Final = "RETRY_LIMIT"  # msgtype 1: every attempt failed
+STAT_NO_RETRY: Final = "NO_RETRY"  # msgtype 2: its one attempt failed
+STAT_UNKNOWN: Final = "UNKNOWN"  # in doubt: it may or may not have reached the operator
+
+# Event kinds this module adds to `EventKind` (Event.kind is a plain str).
+EVENT_SUBMITTING: Final = "submitting"  # an attempt is about to be handed to the carrier
+EVENT_REQUEUED: Final = "requeued"  # claimed but not sent: put back at a pipeline stop
+
+# Item `status` of A002 / A003: "1" success (delivered, or a step that went well), "2" failure.
+PUSH_SUCCESS: Final = "1"
+PUSH_FAILURE: Final = "2"
+
+THROTTLE_DELAY_MS: Final = 1000  # the operator asked us to slow down: try again in ~1 s
+MAX_BACKOFF_S: Final = 3600.0
+POLL_INTERVAL_S: Final = 1.0  # the dispatcher looks at the store at least this often
+RECORD_TIMEOUT_S: Final = 10.0  # an outcome write is shielded from cancellation this long
+RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply at start-up
+REPORT_BATCH: Final = 256  # reports recorded together (one group commit)
+INBOX_SIZE: Final = 1024
+MAX_UNMATCHED: Final = 100_000  # reports kept while their submit is not recorded yet
+UNMATCHED_TTL_S: Final = 600.0
+
+
+def retry_delay_s(attempt: int, base_s: float, rng: random.Random) -> float:
+    """Seconds before the attempt after failed attempt `attempt` (1 for the first):
+    base × 2^(attempt-1), jittered ×0.5–1.5 so failed batches do not come back together,
+    capped at an hour."""
+    exponent = min(max(attempt - 1, 0), 64)
+    return float(min(base_s * 2.0**exponent * rng.uniform(0.5, 1.5), MAX_BACKOFF_S))
+
+
+@attrs.define
+class PipelineStats:
+    """Counters for tests and metrics."""
+
+    claims: int = 0  # claim_due calls that returned rows
+    claimed: int = 0  # rows claimed in all
+    largest_claim: int = 0
+    peak_buffered: int = 0  # most rows ever waiting in the channel
+    submits: int = 0  # carrier.submit calls
+    requeued: int = 0
+    recovered: int = 0  # in-doubt rows decided at start-up
+    reports: int = 0  # reports read from the carrier
+    reports_unmatched: int = 0  # reports kept because their id was not known yet
+    reports_rematched: int = 0  # kept reports matched later
+    reports_dropped: int = 0  # kept reports given up (too many, or too old)
+    reports_duplicate: int = 0
+    reports_ignored: int = 0  # for a message no longer waiting for its report
+
+
+@attrs.frozen
+class _PartsRecorded:
+    """A sender committed these (normalized) part ids: kept reports may match now."""
+
+    part_ids: tuple[str, ...]
+
+
+@attrs.frozen
+class _Step:
+    """One step of a message's life, as the merchant hears about it (A002 / A003)."""
+
+    success: bool
+    stat: str
+    attempt: int
+    sendtime: int
+    carrier_msgid: str | None = None
+    error: str | None = None
+
+
+@contextmanager
+def _finishing(seconds: float) -> Iterator[trio.CancelScope]:
+    """Shield a write that records what already happened from a shutdown's cancellation,
+    for a bounded time."""
+    with trio.move_on_after(seconds) as scope:
+        scope.shield = True
+        yield scope
+
+
+class Pipeline:
+    """Dispatcher, senders and report consumer (see the module doc).
+
+    `on_pushes(appid)` is called after each commit that wrote outbox items for the app (the
+    gateway wires it to `Pusher.wake`).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        carrier: Carrier,
+        clock: WallClock,
+        *,
+        rng: random.Random | None = None,
+        max_unmatched: int = MAX_UNMATCHED,
+        unmatched_ttl_s: float = UNMATCHED_TTL_S,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.carrier = carrier
+        self.clock = clock
+        self.on_pushes: Callable[[str], None] = lambda appid: None
+        self.capacity = 2 * config.senders
+        self.stats = PipelineStats()
+        self._apps = {app.appid: app for app in config.apps}
+        self._rng = rng or random.Random()
+        self._max_unmatched = max_unmatched
+        self._unmatched_ttl_s = unmatched_ttl_s
+        self._started = False
+        self._stopping = False
+        self._dispatch_scope = trio.CancelScope()
+        self._wake_event = trio.Event()
+        self._sleep_until = math.inf  # the dispatcher's deadline while it sleeps, else inf
+        self._space = trio.Event()
+        self._queue_send, self._queue_receive = trio.open_memory_channel[MessageRecord](
+            self.capacity
+        )
+        self._inbox_send, self._inbox_receive = trio.open_memory_channel[
+            DeliveryReport | _PartsRecorded
+        ](INBOX_SIZE)
+        # normalized id → (trio time kept, report); insertion order = age order
+        self._unmatched: collections.OrderedDict[str, tuple[float, DeliveryReport]] = (
+            collections.OrderedDict()
+        )
+        self._rematch: list[DeliveryReport] = []
+        self._consumer_busy = False
+
+    # ------------------------------------------------------------------ control
+
+    def wake(self) -> None:
+        """New messages were stored: the dispatcher looks at the store now."""
+        self._wake_event.set()
+
+    def stop(self) -> None:
+        """Graceful stop: no more claims; senders finish (and record) the submit in hand."""
+        self._stopping = True
+        self._dispatch_scope.cancel()
+        self._wake_event.set()
+        self._space.set()
+
+    @property
+    def unmatched_reports(self) -> int:
+        return len(self._unmatched)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recover in-doubt rows, then dispatch, send and consume reports until `stop()`."""
+        if self._started:
+            raise RuntimeError("Pipeline.run() can only be called once")
+        self._started = True
+        await self._recover()
+        async with trio.open_nursery() as reports:
+            reports.start_soon(self._forward_reports)
+            reports.start_soon(self._consume_reports)
+            async with trio.open_nursery() as workers:
+                for _ in range(self.config.senders):
+                    workers.start_soon(self._sender, self._queue_receive.clone())
+                workers.start_soon(self._dispatch)
+                task_status.started()
+            # Every claimed row is recorded or put back: nothing more to submit.
+            reports.cancel_scope.cancel()
+        log.info("pipeline stopped", extra={"submits": self.stats.submits})
+
+    # ------------------------------------------------------------------ recovery
+
+    async def _recover(self) -> None:
+        now = self.clock.now_ms()
+        report = await self.store.recover(now)
+        updates = [(record.appid, self._decide_in_doubt(record, now)) for record in report.in_doubt]
+        for start in range(0, len(updates), RECOVERY_CHUNK):
+            await self._apply(updates[start : start + RECOVERY_CHUNK])
+        self.stats.recovered += len(updates)
+        if report.requeued or report.in_doubt or report.pending_pushes:
+            log.info(
+                "recovered: %d queued rows requeued, %d in-doubt submits decided,"
+                " %d pushes pending",
+                report.requeued,
+                len(report.in_doubt),
+                report.pending_pushes,
+            )
+
+    def _decide_in_doubt(self, record: MessageRecord, now: int) -> MessageUpdate:
+        """A SUBMITTING row found at start-up: the attempt may or may not have reached the
+        operator. A notification is sent again while it has attempts left; anything else
+        (a verification code above all) fails as UNKNOWN rather than risk a second SMS."""
+        attempt = record.attempts
+        if self._may_retry(record, attempt):
+            step = _Step(
+                False,
+                STAT_UNKNOWN,
+                attempt,
+                now,
+                error="in doubt after a restart: sending again",
+            )
+            return MessageUpdate(
+                record.id,
+                State.ACCEPTED,
+                HistoryEvent(EventKind.RECOVERED, now, attempt, STAT_UNKNOWN, step.error),
+                next_attempt_at_ms=now,
+                pushes=self._pushes(record, step, final=False),
+            )
+        reason = "in doubt after a restart: it may or may not have reached the operator"
+        step = _Step(False, STAT_UNKNOWN, attempt, record.submitted_at_ms or now, error=reason)
+        return MessageUpdate(
+            record.id,
+            State.FAILED,
+            HistoryEvent(EventKind.RECOVERED, now, attempt, STAT_UNKNOWN, reason),
+            stat=STAT_UNKNOWN,
+            error=reason,
+            pushes=self._pushes(record, step, final=True),
+        )
+
+    # ------------------------------------------------------------------ dispatcher
+
+    async def _dispatch(self) -> None:
+        try:
+            with self._dispatch_scope:
+                while True:
+                    try:
+                        await self._dispatch_once()
+                    except StoreError as exc:
+                        log.error("dispatcher: store error, retrying in 1 s: %s", exc)
+                        await trio.sleep(POLL_INTERVAL_S)
+            await self._return_buffered()
+        finally:
+            self._queue_send.close()
+
+    async def _dispatch_once(self) -> None:
+        free = self.capacity - self._queue_send.statistics().current_buffer_used
+        if free <= 0:
+            # No checkpoint between the check and the new Event: a sender's set() is not lost.
+            self._space = trio.Event()
+            await self._space.wait()
+            return
+        self._wake_event = trio.Event()
+        self._sleep_until = math.inf  # mid-round: a row due any time wakes us (see _due_at)
+        now = self.clock.now_ms()
+        # A read first: claiming is a durable write, too dear to run on every idle poll.
+        next_due = await self.store.next_due_at()
+        deadline = trio.current_time() + POLL_INTERVAL_S
+        if next_due is not None and next_due <= now:
+            claimed = await self.store.claim_due(now, free)
+            if claimed:
+                self.stats.claims += 1
+                self.stats.claimed += len(claimed)
+                self.stats.largest_claim = max(self.stats.largest_claim, len(claimed))
+                for record in claimed:
+                    # Fits: only this task sends, and senders only take rows out meanwhile.
+                    self._queue_send.send_nowait(record)
+                buffered = self._queue_send.statistics().current_buffer_used
+                self.stats.peak_buffered = max(self.stats.peak_buffered, buffered)
+                return  # more may be due: the next round looks again
+            # Claimed elsewhere meanwhile (another gateway on a shared store): poll.
+        elif next_due is not None:
+            # +1 ms: at that trio time the wall clock reads next_due even after rounding.
+            deadline = min(deadline, self.clock.trio_time(next_due) + 0.001)
+        self._sleep_until = deadline
+        with trio.move_on_at(deadline):
+            await self._wake_event.wait()
+
+    def _due_at(self, when_ms: int) -> None:
+        """A row written back to waiting is due at `when_ms`: wake the dispatcher if it would
+        otherwise sleep past that (a retry after 50 ms must not wait for the 1 s poll)."""
+        if self.clock.trio_time(when_ms) < self._sleep_until:
+            self._wake_event.set()
+
+    async def _return_buffered(self) -> None:
+        """At stop: rows claimed but not taken by a sender go back to waiting."""
+        records: list[MessageRecord] = []
+        while True:
+            try:
+                records.append(self._queue_receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        await self._requeue(records)
+
+    async def _requeue(self, records: Sequence[MessageRecord]) -> None:
+        if not records:
+            return
+        now = self.clock.now_ms()
+        updates = [
+            MessageUpdate(
+                record.id,
+                State.ACCEPTED,
+                HistoryEvent(EVENT_REQUEUED, now, record.attempts),
+                next_attempt_at_ms=record.next_attempt_at_ms,
+            )
+            for record in records
+        ]
+        try:
+            with _finishing(RECORD_TIMEOUT_S):
+                await self.store.apply(updates)
+        except StoreError as exc:
+            # They stay QUEUED: `recover()` puts them back at the next start.
+            log.error("could not requeue %d claimed messages: %s", len(records), exc)
+            return
+        self.stats.requeued += len(records)
+
+    # ------------------------------------------------------------------ senders
+
+    async def _sender(self, receive: trio.MemoryReceiveChannel[MessageRecord]) -> None:
+        async with receive:
+            async for record in receive:
+                self._space.set()
+                if self._stopping:
+                    await self._requeue([record])
+                    continue
+                try:
+                    await self._send_one(record)
+                except StoreError as exc:
+                    log.error("message %d: store error: %s", record.id, exc)
+                except Exception:
+                    # A bug must cost this message (decided at the next start), not the
+                    # pipeline.
+                    log.exception("message %d: sender failed", record.id)
+
+    async def _send_one(self, record: MessageRecord) -> None:
+        attempt = record.attempts + 1
+        started = self.clock.now_ms()
+        # Durable BEFORE the carrier sees it: after a crash this row is known to be in doubt.
+        await self.store.apply(
+            [
+                MessageUpdate(
+                    record.id,
+                    State.SUBMITTING,
+                    HistoryEvent(EVENT_SUBMITTING, started, attempt),
+                    attempts=attempt,
+                )
+            ]
+        )
+        sms = OutboundSms(
+            message_id=record.id,
+            appid=record.appid,
+            msgid=record.msgid,
+            phone=record.phone,
+            text=record.message,
+            msgtype=record.msgtype,
+            attempt=attempt,
+        )
+        self.stats.submits += 1
+        outcome: SubmitAccepted | SubmitError
+        try:
+            outcome = await self.carrier.submit(sms)
+        except SubmitError as exc:
+            outcome = exc
+        except Exception as exc:
+            log.exception("message %d: carrier %s failed", record.id, self.carrier.name)
+            outcome = SubmitError(SubmitErrorKind.IN_DOUBT, "CARRIER_ERROR", repr(exc))
+        update = self._decide(record, attempt, started, outcome)
+        with _finishing(RECORD_TIMEOUT_S):
+            await self._apply([(record.appid, update)])
+            if update.state is State.ACCEPTED and update.next_attempt_at_ms is not None:
+                self._due_at(update.next_attempt_at_ms)
+            if update.part_ids and update.state is State.SUBMITTED:
+                await self._parts_recorded(update.part_ids)
+
+    def _decide(
+        self,
+        record: MessageRecord,
+        attempt: int,
+        started: int,
+        outcome: SubmitAccepted | SubmitError,
+    ) -> MessageUpdate:
+        now = self.clock.now_ms()
+        if isinstance(outcome, SubmitAccepted):
+            return self._accepted(record, attempt, started, now, outcome)
+        kind, stat, detail = outcome.kind, outcome.stat, outcome.detail
+        if kind is SubmitErrorKind.THROTTLED:
+            # Not a failed attempt: the count goes back to what it was.
+            step = _Step(False, stat, attempt, started, error=detail)
+            return MessageUpdate(
+                record.id,
+                State.ACCEPTED,
+                HistoryEvent(EventKind.ATTEMPT_FAILED, now, attempt, stat, detail),
+                attempts=record.attempts,
+                next_attempt_at_ms=now + THROTTLE_DELAY_MS,
+                pushes=self._pushes(record, step, final=False),
+            )
+        if kind is SubmitErrorKind.PERMANENT:
+            return self._failed(record, attempt, now, stat, detail, carrier_stat=None)
+        # TEMPORARY, or IN_DOUBT (the link died mid-submit: handled as after a crash).
+        if self._may_retry(record, attempt):
+            delay_ms = int(retry_delay_s(attempt, self.config.retry_backoff, self._rng) * 1000)
+            step = _Step(False, stat, attempt, started, error=detail)
+            return MessageUpdate(
+                record.id,
+                State.ACCEPTED,
+                HistoryEvent(EventKind.ATTEMPT_FAILED, now, attempt, stat, detail),
+                next_attempt_at_ms=now + delay_ms,
+                error=detail,
+                pushes=self._pushes(record, step, final=False),
+            )
+        if kind is SubmitErrorKind.IN_DOUBT:
+            final_stat = STAT_UNKNOWN
+        elif record.msgtype == 1:
+            final_stat = STAT_RETRY_LIMIT
+        else:
+            final_stat = STAT_NO_RETRY
+        return self._failed(record, attempt, now, final_stat, detail, carrier_stat=stat)
+
+    def _accepted(
+        self,
+        record: MessageRecord,
+        attempt: int,
+        started: int,
+        now: int,
+        outcome: SubmitAccepted,
+    ) -> MessageUpdate:
+        normalize = self.carrier.normalize_id
+        carrier_msgid = normalize(outcome.carrier_msgid)
+        part_ids = tuple(normalize(part) for part in outcome.part_ids) or (carrier_msgid,)
+        step = _Step(True, STAT_ACCEPTED, attempt, started, carrier_msgid)
+        if self.carrier.gives_reports:
+            return MessageUpdate(
+                record.id,
+                State.SUBMITTED,
+                HistoryEvent(
+                    EventKind.SUBMITTED, now, attempt, STAT_ACCEPTED, carrier_msgid=carrier_msgid
+                ),
+                carrier_msgid=carrier_msgid,
+                part_ids=part_ids,
+                submitted_at_ms=started,
+                pushes=self._pushes(record, step, final=False),
+            )
+        # No reports will come: the operator's acceptance is the final outcome.
+        return MessageUpdate(
+            record.id,
+            State.DELIVERED,
+            HistoryEvent(EventKind.FINAL, now, attempt, STAT_ACCEPTED, carrier_msgid=carrier_msgid),
+            carrier_msgid=carrier_msgid,
+            part_ids=part_ids,
+            submitted_at_ms=started,
+            stat=STAT_ACCEPTED,
+            pushes=self._pushes(record, step, final=True),
+        )
+
+    def _failed(
+        self,
+        record: MessageRecord,
+        attempt: int,
+        now: int,
+        stat: str,
+        detail: str,
+        *,
+        carrier_stat: str | None,
+    ) -> MessageUpdate:
+        # When the gateway's stat replaces the operator's, the error text keeps the latter.
+        error = detail if carrier_stat is None else f"{carrier_stat}: {detail}"
+        step = _Step(False, stat, attempt, record.submitted_at_ms or now, error=error)
+        return MessageUpdate(
+            record.id,
+            State.FAILED,
+            HistoryEvent(EventKind.FINAL, now, attempt, stat, error),
+            stat=stat,
+            error=error,
+            pushes=self._pushes(record, step, final=True),
+        )
+
+    def _may_retry(self, record: MessageRecord, attempt: int) -> bool:
+        """Only notifications are retried: after the first attempt, up to max_retries more."""
+        return record.msgtype == 1 and attempt < 1 + self.config.max_retries
+
+    # ------------------------------------------------------------------ reports
+
+    async def _forward_reports(self) -> None:
+        # Not `async with`: closing the carrier's channel is the carrier's business.
+        async for report in self.carrier.reports():
+            self.stats.reports += 1
+            await self._inbox_send.send(report)
+
+    async def _parts_recorded(self, part_ids: tuple[str, ...]) -> None:
+        # Needed only if a report for these ids may have missed them: one is kept, or the
+        # consumer is recording reports right now (its lookup may have run before our
+        # commit). Any report still to be read will find the parts.
+        if self._unmatched or self._consumer_busy or self._rematch:
+            await self._inbox_send.send(_PartsRecorded(part_ids))
+
+    async def _consume_reports(self) -> None:
+        while True:
+            batch: list[DeliveryReport | _PartsRecorded] = []
+            if not self._rematch:
+                batch.append(await self._inbox_receive.receive())
+            while len(batch) < REPORT_BATCH:
+                try:
+                    batch.append(self._inbox_receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self._consumer_busy = True
+            try:
+                with _finishing(RECORD_TIMEOUT_S):
+                    await self._process_reports(batch)
+            except StoreError as exc:
+                log.error("delivery reports: store error: %s", exc)
+            finally:
+                self._consumer_busy = False
+
+    async def _process_reports(self, batch: list[DeliveryReport | _PartsRecorded]) -> None:
+        reports = self._rematch + [item for item in batch if isinstance(item, DeliveryReport)]
+        rematched = len(self._rematch)
+        self._rematch = []
+        normalize = self.carrier.normalize_id
+        ids = [normalize(report.carrier_msgid) for report in reports]
+        matches: list[PartMatch | None] = [None] * len(reports)
+
+        async def record(index: int) -> None:
+            report = reports[index]
+            matches[index] = await self.store.record_part_report(
+                ids[index], report.delivered, report.stat, report.at_ms
+            )
+
+        # Concurrent, so that the whole batch shares one group commit.
+        async with trio.open_nursery() as nursery:
+            for index in range(len(reports)):
+                nursery.start_soon(record, index)
+
+        now = self.clock.now_ms()
+        steps: list[tuple[str, MessageUpdate]] = []
+        finals: list[tuple[str, MessageUpdate]] = []
+        for index, (report, match) in enumerate(zip(reports, matches, strict=True)):
+            if match is None:
+                self._keep_unmatched(ids[index], report)
+                continue
+            if index < rematched:
+                self.stats.reports_rematched += 1
+            if match.duplicate:
+                self.stats.reports_duplicate += 1
+                continue
+            if match.message.state is not State.SUBMITTED:
+                self.stats.reports_ignored += 1
+                continue
+            update = self._report_update(match, report, ids[index], now)
+            pair = (match.message.appid, update)
+            (finals if update.state is not State.SUBMITTED else steps).append(pair)
+        # Only the report that completed a message's parts is final, and it goes last:
+        # a step of the same message applied after it would undo the final state.
+        await self._apply(steps + finals)
+
+        for item in batch:
+            if isinstance(item, _PartsRecorded):
+                for part_id in item.part_ids:
+                    kept = self._unmatched.pop(part_id, None)
+                    if kept is not None:
+                        self._rematch.append(kept[1])
+
+    def _report_update(
+        self, match: PartMatch, report: DeliveryReport, part_id: str, now: int
+    ) -> MessageUpdate:
+        message = match.message
+        attempt = message.attempts
+        sendtime = message.submitted_at_ms or now
+        event = HistoryEvent(
+            EventKind.DELIVERY_REPORT,
+            now,
+            attempt,
+            report.stat,
+            report.error,
+            carrier_msgid=part_id,
+        )
+        part_step = _Step(report.delivered, report.stat, attempt, sendtime, part_id, report.error)
+        if not match.all_reported:
+            return MessageUpdate(
+                message.id,
+                State.SUBMITTED,
+                event,
+                pushes=self._pushes(message, part_step, final=False),
+            )
+        if match.all_delivered:
+            state, stat, error = State.DELIVERED, report.stat, None
+        else:
+            state = State.FAILED
+            stat = match.failed_stat or report.stat
+            error = report.error if not report.delivered else None
+        step = _Step(state is State.DELIVERED, stat, attempt, sendtime, part_id, error)
+        return MessageUpdate(
+            message.id,
+            state,
+            event,
+            stat=stat,
+            error=error,
+            pushes=self._pushes(message, step, final=True),
+        )
+
+    def _keep_unmatched(self, part_id: str, report: DeliveryReport) -> None:
+        now = trio.current_time()
+        unmatched = self._unmatched
+        while unmatched:
+            oldest_id, (kept_at, _) = next(iter(unmatched.items()))
+            if now - kept_at < self._unmatched_ttl_s:
+                break
+            del unmatched[oldest_id]
+            self.stats.reports_dropped += 1
+            log.warning("delivery report for unknown id %s dropped after waiting", oldest_id)
+        if part_id in unmatched:
+            self.stats.reports_duplicate += 1
+            return
+        unmatched[part_id] = (now, report)
+        self.stats.reports_unmatched += 1
+        if len(unmatched) > self._max_unmatched:
+            dropped_id, _ = unmatched.popitem(last=False)
+            self.stats.reports_dropped += 1
+            log.warning("too many unmatched delivery reports: dropped the one for %s", dropped_id)
+
+    # ------------------------------------------------------------------ outbox
+
+    def _pushes(self, record: MessageRecord, step: _Step, *, final: bool) -> tuple[NewPush, ...]:
+        app: AppConfig | None = self._apps.get(record.appid)
+        if app is None or app.receipt_endpoint is None:
+            return ()
+        status = PUSH_SUCCESS if step.success else PUSH_FAILURE
+        pushes: list[NewPush] = []
+        if final:
+            receipt = ReceiptItem(record.msgid, record.phone, status, step.sendtime, step.stat)
+            pushes.append(NewPush(PushKind.RECEIPT, encode_json(receipt).decode()))
+        if app.status_reports:
+            report = StatusReportItem(
+                record.msgid,
+                record.phone,
+                status,
+                step.sendtime,
+                step.stat,
+                step.attempt,
+                step.carrier_msgid,
+                step.error,
+            )
+            pushes.append(NewPush(PushKind.STATUS_REPORT, encode_json(report).decode()))
+        return tuple(pushes)
+
+    async def _apply(self, updates: Sequence[tuple[str, MessageUpdate]]) -> None:
+        """Apply (appid, update) pairs in one commit, then wake the pusher of each app that
+        got outbox items."""
+        if not updates:
+            return
+        await self.store.apply([update for _, update in updates])
+        for appid in {appid for appid, update in updates if update.pushes}:
+            self.on_pushes(appid)
