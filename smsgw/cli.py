@@ -178,12 +178,8 @@ def _listen(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"smsgw listen: port {args.port} is out of range", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        trio.run(_listen_async, args)
-    except OSError as exc:
-        print(f"smsgw listen: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    return 0
+    code: int = trio.run(_listen_async, args)
+    return code
 
 
 def _print_items(kind: str, items: list[PushItem]) -> None:
@@ -192,17 +188,25 @@ def _print_items(kind: str, items: list[PushItem]) -> None:
         print(json.dumps(line, ensure_ascii=False), flush=True)
 
 
-async def _listen_async(args: argparse.Namespace) -> None:
+async def _listen_async(args: argparse.Namespace) -> int:
     server = ReceiptServer(_print_items, answer=args.answer, silent=args.silent)
     # The signal receiver first: a SIGTERM right after the banner must not kill us.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.run, args.host, args.port)
+            try:
+                port = await nursery.start(server.run, args.host, args.port)
+            except OSError as exc:
+                print(
+                    f"smsgw listen: cannot listen on {args.host}:{args.port}: {exc}",
+                    file=sys.stderr,
+                )
+                return EXIT_CONFIG
             # stderr: stdout carries only the items' JSON lines.
             print(f"smsgw listen: listening on {args.host}:{port}", file=sys.stderr, flush=True)
             async for _ in signals:
                 break
             nursery.cancel_scope.cancel()
+    return 0
 
 
 # --- status ---

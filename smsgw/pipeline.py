@@ -185,7 +185,9 @@ class Pipeline:
         self._unmatched: collections.OrderedDict[str, tuple[float, DeliveryReport]] = (
             collections.OrderedDict()
         )
-        self._rematch: list[DeliveryReport] = []
+        self._rematch: list[DeliveryReport] = []  # kept reports whose parts were recorded
+        self._unrecorded: list[DeliveryReport] = []  # reports a store error left unrecorded
+        self._unapplied: list[tuple[str, MessageUpdate]] = []  # updates a store error left
         self._consumer_busy = False
 
     # ------------------------------------------------------------------ control
@@ -540,7 +542,7 @@ class Pipeline:
     async def _consume_reports(self) -> None:
         while True:
             batch: list[DeliveryReport | _PartsRecorded] = []
-            if not self._rematch:
+            if not (self._rematch or self._unrecorded or self._unapplied):
                 batch.append(await self._inbox_receive.receive())
             while len(batch) < REPORT_BATCH:
                 try:
@@ -552,23 +554,33 @@ class Pipeline:
                 with _finishing(RECORD_TIMEOUT_S):
                     await self._process_reports(batch)
             except StoreError as exc:
-                log.error("delivery reports: store error: %s", exc)
+                # What failed is kept (_unrecorded, _unapplied) and tried again.
+                log.error("delivery reports: store error, retrying in 1 s: %s", exc)
+                await trio.sleep(POLL_INTERVAL_S)
             finally:
                 self._consumer_busy = False
 
     async def _process_reports(self, batch: list[DeliveryReport | _PartsRecorded]) -> None:
-        reports = self._rematch + [item for item in batch if isinstance(item, DeliveryReport)]
         rematched = len(self._rematch)
-        self._rematch = []
+        reports = [
+            *self._rematch,
+            *self._unrecorded,
+            *(item for item in batch if isinstance(item, DeliveryReport)),
+        ]
+        self._rematch, self._unrecorded = [], []
         normalize = self.carrier.normalize_id
         ids = [normalize(report.carrier_msgid) for report in reports]
         matches: list[PartMatch | None] = [None] * len(reports)
+        failures: dict[int, StoreError] = {}
 
         async def record(index: int) -> None:
             report = reports[index]
-            matches[index] = await self.store.record_part_report(
-                ids[index], report.delivered, report.stat, report.at_ms
-            )
+            try:
+                matches[index] = await self.store.record_part_report(
+                    ids[index], report.delivered, report.stat, report.at_ms
+                )
+            except StoreError as exc:  # nothing recorded: the report is tried again
+                failures[index] = exc
 
         # Concurrent, so that the whole batch shares one group commit.
         async with trio.open_nursery() as nursery:
@@ -579,6 +591,9 @@ class Pipeline:
         steps: list[tuple[str, MessageUpdate]] = []
         finals: list[tuple[str, MessageUpdate]] = []
         for index, (report, match) in enumerate(zip(reports, matches, strict=True)):
+            if index in failures:
+                self._unrecorded.append(report)
+                continue
             if match is None:
                 self._keep_unmatched(ids[index], report)
                 continue
@@ -593,9 +608,6 @@ class Pipeline:
             update = self._report_update(match, report, ids[index], now)
             pair = (match.message.appid, update)
             (finals if update.state is not State.SUBMITTED else steps).append(pair)
-        # Only the report that completed a message's parts is final, and it goes last:
-        # a step of the same message applied after it would undo the final state.
-        await self._apply(steps + finals)
 
         for item in batch:
             if isinstance(item, _PartsRecorded):
@@ -603,6 +615,20 @@ class Pipeline:
                     kept = self._unmatched.pop(part_id, None)
                     if kept is not None:
                         self._rematch.append(kept[1])
+
+        # The parts are recorded now, so these updates must not be lost: a report sent
+        # again would count as a duplicate. A failed apply changed nothing and is retried.
+        # Only the report that completed a message's parts is final, and it goes last:
+        # a step of the same message applied after it would undo the final state.
+        updates = [*self._unapplied, *steps, *finals]
+        self._unapplied = []
+        try:
+            await self._apply(updates)
+        except StoreError:
+            self._unapplied = updates
+            raise
+        if failures:
+            raise next(iter(failures.values()))
 
     def _report_update(
         self, match: PartMatch, report: DeliveryReport, part_id: str, now: int

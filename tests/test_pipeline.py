@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -55,6 +56,7 @@ from smsgw.store import (
     RecoveryReport,
     SqliteStore,
     State,
+    StoreError,
 )
 from tests.conftest import make_config
 
@@ -171,6 +173,7 @@ async def busy(call: Callable[[], Awaitable[T]]) -> T:
             if box:
                 break
             await trio.lowlevel.checkpoint()
+            time.sleep(0.0002)  # let the store's thread have the GIL meanwhile
     (result,) = box
     if isinstance(result, Exception):
         raise result
@@ -608,6 +611,20 @@ async def until_state(store: BusyStore, msgid: str, state: State) -> None:
             await trio.sleep(0.1)
 
 
+async def test_a_report_for_a_message_already_final_is_ignored(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    carrier = ScriptedCarrier(gives_reports=False)  # final on accept...
+    async with open_store(tmp_path / "db") as store, running(store, carrier) as pipeline:
+        await insert(store, pipeline, message("m1"))
+        before = await final(store, "m1")
+        await carrier.report(carrier.accepted["m1"].carrier_msgid, False)  # ...yet a report
+        await until(lambda: pipeline.stats.reports_ignored == 1)
+        after = await history(store, "m1")
+    assert (after.message.state, after.message.stat) == (State.DELIVERED, STAT_ACCEPTED)
+    assert receipts(after) == receipts(before) and len(receipts(after)) == 1
+
+
 async def test_report_arriving_before_the_submit_is_recorded_is_matched_late(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
@@ -668,6 +685,54 @@ async def test_multi_part_message_waits_for_every_part(
     assert [s.carrier_msgid for s in status_reports(good_found)][1:] == [
         part.lower() for part in (good[0], good[2], good[1])
     ]
+
+
+class FlakyStore(BusyStore):
+    """Fails the next `record_failures` report writes and `apply_failures` applies of
+    delivery reports (as a full disk would: nothing written)."""
+
+    record_failures = 0
+    apply_failures = 0
+
+    async def record_part_report(
+        self, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
+    ) -> PartMatch | None:
+        if self.record_failures:
+            self.record_failures -= 1
+            raise StoreError("disk I/O error")
+        return await super().record_part_report(carrier_msgid, delivered, stat, at_ms)
+
+    async def apply(self, updates: Sequence[MessageUpdate]) -> None:
+        if self.apply_failures and any(u.event.kind == "delivery_report" for u in updates):
+            self.apply_failures -= 1
+            raise StoreError("disk I/O error")
+        await super().apply(updates)
+
+
+async def test_store_errors_while_handling_reports_are_retried(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    store = FlakyStore(SqliteStore(str(tmp_path / "db")))
+    carrier = ScriptedCarrier(parts=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        async with running(store, carrier) as pipeline:
+            await insert(store, pipeline, message("m1"), message("m2"))
+            await until_state(store, "m1", State.SUBMITTED)
+            await until_state(store, "m2", State.SUBMITTED)
+            store.record_failures = 1
+            await carrier.report(carrier.accepted["m1"].part_ids[0])
+            await carrier.report(carrier.accepted["m1"].part_ids[1])
+            m1 = await final(store, "m1")
+            store.apply_failures = 2
+            await carrier.report(carrier.accepted["m2"].part_ids[0])
+            await carrier.report(carrier.accepted["m2"].part_ids[1], False)
+            m2 = await final(store, "m2")
+        nursery.cancel_scope.cancel()
+    assert (store.record_failures, store.apply_failures) == (0, 0)
+    assert (m1.message.state, len(receipts(m1))) == (State.DELIVERED, 1)
+    assert (m2.message.state, m2.message.stat) == (State.FAILED, "UNDELIV")
+    assert [(r.status, r.stat) for r in receipts(m2)] == [("2", "UNDELIV")]
 
 
 async def test_unmatched_reports_are_bounded_in_number_and_age(

@@ -981,7 +981,7 @@ class SmppConnection:
 
     # receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes read from the peer. Ignored once the stream is broken."""
         if self._broken is None:
             self._buffer += data

@@ -568,7 +568,7 @@ class SmppSession:
                 chunk = await link.stream.receive_some(RECEIVE_SIZE)
                 if not chunk:
                     raise _BindFailed(f"the SMSC closed the connection before answering {command}")
-                link.codec.receive_data(bytes(chunk))
+                link.codec.receive_data(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             raise _BindFailed(f"connection failed during {command}: {error!r}") from None
 
@@ -638,7 +638,7 @@ class SmppSession:
                 if not data:
                     link.lose("the SMSC closed the connection")
                     return
-                link.codec.receive_data(bytes(data))
+                link.codec.receive_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             link.lose(f"read failed: {error!r}")
 
