@@ -29,7 +29,6 @@ from smsgw.config import Endpoint, parse_endpoint
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
-    NeedData,
     ProtocolError,
     RemoteProtocolError,
     Request,
@@ -53,6 +52,7 @@ from smsgw.protocol.messages import (
     parse_submit_response,
 )
 from smsgw.protocol.status import Status
+from smsgw.streams import RECEIVE_CHUNK, receive_event
 
 log = logging.getLogger("smsgw.client")
 
@@ -104,14 +104,10 @@ async def exchange(
                 stream = trio.SSLStream(stream, ssl_context, server_hostname=endpoint.host)
             async with stream:
                 await stream.send_all(frame)
-                while True:
-                    event = decoder.next_event()
-                    if isinstance(event, Response):
-                        return event
-                    if isinstance(event, ConnectionClosed):
-                        raise ClientError("the gateway closed the connection without answering")
-                    assert isinstance(event, NeedData)
-                    decoder.receive_data(await stream.receive_some(65536))
+                event = await receive_event(stream, decoder)
+                if isinstance(event, ConnectionClosed):
+                    raise ClientError("the gateway closed the connection without answering")
+                return event
     except trio.TooSlowError:
         raise ClientError(f"no answer from {endpoint} within {timeout:g}s") from None
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -169,7 +165,6 @@ ReceiptHandler = Callable[[str, list[PushItem]], Awaitable[None] | None]
 
 RECEIPT = "A002"
 STATUS_REPORT = "A003"
-RECEIVE_CHUNK: Final = 65536
 DEFAULT_MAX_PUSH_BODY: Final = 1_048_576
 # A silent server keeps the connection open (never answering) at most this long.
 SILENT_HOLD_S: Final = 3600.0
@@ -243,7 +238,7 @@ class ReceiptServer:
         decoder = RequestDecoder(max_body=self.max_body)
         try:
             with trio.fail_after(self.read_timeout):
-                event = await _read_request(stream, decoder)
+                event = await receive_event(stream, decoder)
         except trio.TooSlowError:
             log.info("receipt server: no whole frame within %gs", self.read_timeout)
             return
@@ -300,16 +295,6 @@ class ReceiptServer:
         frame = encode_response(command, encode_json(Ack(str(status), error)), style)
         with trio.fail_after(self.read_timeout):
             await stream.send_all(frame)
-
-
-async def _read_request(
-    stream: trio.abc.Stream, decoder: RequestDecoder
-) -> Request | ConnectionClosed:
-    while True:
-        event = decoder.next_event()
-        if not isinstance(event, NeedData):
-            return event
-        decoder.receive_data(await stream.receive_some(RECEIVE_CHUNK))
 
 
 async def _drain_until_closed(stream: trio.abc.Stream) -> None:

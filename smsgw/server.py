@@ -23,7 +23,6 @@ from smsgw.config import AppConfig, Config, ConfigError, Endpoint
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
-    NeedData,
     RemoteProtocolError,
     Request,
     RequestDecoder,
@@ -44,11 +43,11 @@ from smsgw.protocol.messages import (
 from smsgw.protocol.status import Status
 from smsgw.ratelimit import FailureLimiter, TokenBucket
 from smsgw.store.base import NewMessage, Store, StoreClosed
+from smsgw.streams import RECEIVE_CHUNK, receive_event
 
 log = logging.getLogger("smsgw.server")
 
 SUBMIT = "A001"
-RECEIVE_CHUNK = 65536
 # A secret to compare against when the appid is unknown, so both failures take the same time.
 _NO_SECRET = canonical_credential("\x7f" * 15).encode()
 
@@ -148,7 +147,7 @@ class Server:
             started = time.perf_counter()
             try:
                 with trio.fail_after(timeout):
-                    event = await _read_request(stream, decoder)
+                    event = await receive_event(stream, decoder)
             except trio.TooSlowError:
                 if timeout == self.config.read_timeout:
                     log.info("read timeout: connection cut off", extra={"peer": peer})
@@ -271,16 +270,6 @@ class Server:
             (time.perf_counter() - started) * 1000,
             peer,
         )
-
-
-async def _read_request(
-    stream: trio.abc.Stream, decoder: RequestDecoder
-) -> Request | ConnectionClosed:
-    while True:
-        event = decoder.next_event()
-        if not isinstance(event, NeedData):
-            return event
-        decoder.receive_data(await stream.receive_some(RECEIVE_CHUNK))
 
 
 def _new_message(appid: str, delivery: Delivery) -> NewMessage:
