@@ -13,7 +13,15 @@ again as a new attempt while it has attempts left.
 
 Every final outcome writes its A002 outbox item in the same `Store.apply` as the state
 change, and only a transition out of SUBMITTING (sender, recovery) or SUBMITTED (report
-consumer) is ever final, each decided by exactly one task: one A002 per (msgid, phone).
+consumer, recovery) is ever final, each decided by exactly one task: one A002 per
+(msgid, phone).
+
+A delivery report takes two writes: `Store.record_part_report` marks the part, then an
+`apply` records the step or the final outcome. A crash between the two would leave the
+message SUBMITTED with every part reported, and a repeated report counts as a duplicate.
+So such messages are made final at start-up (`Store.recover` returns them) and when a
+repeated report arrives for one, by the same decision as the report that completed it
+(`_report_update`, from the parts as stored).
 
 Delivery reports are matched to messages by `Carrier.normalize_id`. A report can arrive
 before the sender's SUBMITTED update (with the part ids) is committed; such reports are kept
@@ -45,8 +53,8 @@ from smsgw.carriers.base import (
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config
 from smsgw.protocol.messages import ReceiptItem, StatusReportItem, encode_json
-from smsgw.store.base import Event as HistoryEvent
 from smsgw.store.base import (
+    FINAL_STATES,
     EventKind,
     MessageRecord,
     MessageUpdate,
@@ -57,6 +65,7 @@ from smsgw.store.base import (
     Store,
     StoreError,
 )
+from smsgw.store.base import Event as HistoryEvent
 
 log = logging.getLogger("smsgw.pipeline")
 
@@ -65,10 +74,6 @@ STAT_ACCEPTED: Final = "ACCEPTD"  # accepted by the operator (final when it give
 STAT_RETRY_LIMIT: Final = "RETRY_LIMIT"  # msgtype 1: every attempt failed
 STAT_NO_RETRY: Final = "NO_RETRY"  # msgtype 2: its one attempt failed
 STAT_UNKNOWN: Final = "UNKNOWN"  # in doubt: it may or may not have reached the operator
-
-# Event kinds this module adds to `EventKind` (Event.kind is a plain str).
-EVENT_SUBMITTING: Final = "submitting"  # an attempt is about to be handed to the carrier
-EVENT_REQUEUED: Final = "requeued"  # claimed but not sent: put back at a pipeline stop
 
 # Item `status` of A002 / A003: "1" success (delivered, or a step that went well), "2" failure.
 PUSH_SUCCESS: Final = "1"
@@ -104,6 +109,8 @@ class PipelineStats:
     submits: int = 0  # carrier.submit calls
     requeued: int = 0
     recovered: int = 0  # in-doubt rows decided at start-up
+    finished_late: int = 0  # all parts reported but not made final (a crash between the
+    #                         two writes of a report): made final at start-up or on a repeat
     reports: int = 0  # reports read from the carrier
     reports_unmatched: int = 0  # reports kept because their id was not known yet
     reports_rematched: int = 0  # kept reports matched later
@@ -231,15 +238,22 @@ class Pipeline:
         now = self.clock.now_ms()
         report = await self.store.recover(now)
         updates = [(record.appid, self._decide_in_doubt(record, now)) for record in report.in_doubt]
+        # Their last report was recorded but the crash lost its final update: the update the
+        # report consumer would have applied (without the report's text: it is not stored).
+        updates += [
+            (match.message.appid, self._report_update(match, now)) for match in report.reported
+        ]
         for start in range(0, len(updates), RECOVERY_CHUNK):
             await self._apply(updates[start : start + RECOVERY_CHUNK])
-        self.stats.recovered += len(updates)
-        if report.requeued or report.in_doubt or report.pending_pushes:
+        self.stats.recovered += len(report.in_doubt)
+        self.stats.finished_late += len(report.reported)
+        if report.requeued or report.in_doubt or report.reported or report.pending_pushes:
             log.info(
                 "recovered: %d queued rows requeued, %d in-doubt submits decided,"
-                " %d pushes pending",
+                " %d fully reported messages made final, %d pushes pending",
                 report.requeued,
                 len(report.in_doubt),
+                len(report.reported),
                 report.pending_pushes,
             )
 
@@ -346,7 +360,7 @@ class Pipeline:
             MessageUpdate(
                 record.id,
                 State.ACCEPTED,
-                HistoryEvent(EVENT_REQUEUED, now, record.attempts),
+                HistoryEvent(EventKind.REQUEUED, now, record.attempts),
                 next_attempt_at_ms=record.next_attempt_at_ms,
             )
             for record in records
@@ -387,7 +401,7 @@ class Pipeline:
                 MessageUpdate(
                     record.id,
                     State.SUBMITTING,
-                    HistoryEvent(EVENT_SUBMITTING, started, attempt),
+                    HistoryEvent(EventKind.SUBMITTING, started, attempt),
                     attempts=attempt,
                 )
             ]
@@ -484,6 +498,7 @@ class Pipeline:
                 carrier_msgid=carrier_msgid,
                 part_ids=part_ids,
                 submitted_at_ms=started,
+                clear_error=True,  # an earlier attempt's error is no longer the story
                 pushes=self._pushes(record, step, final=False),
             )
         # No reports will come: the operator's acceptance is the final outcome.
@@ -495,6 +510,7 @@ class Pipeline:
             part_ids=part_ids,
             submitted_at_ms=started,
             stat=STAT_ACCEPTED,
+            clear_error=True,
             pushes=self._pushes(record, step, final=True),
         )
 
@@ -590,6 +606,12 @@ class Pipeline:
         now = self.clock.now_ms()
         steps: list[tuple[str, MessageUpdate]] = []
         finals: list[tuple[str, MessageUpdate]] = []
+        # Messages made final by an update not committed yet (this batch, or one a store
+        # error left): a repeated report must not make them final a second time.
+        finishing = {
+            update.message_id for _, update in self._unapplied if update.state in FINAL_STATES
+        }
+        repeated: list[PartMatch] = []  # duplicates of a message with every part reported
         for index, (report, match) in enumerate(zip(reports, matches, strict=True)):
             if index in failures:
                 self._unrecorded.append(report)
@@ -599,15 +621,31 @@ class Pipeline:
                 continue
             if index < rematched:
                 self.stats.reports_rematched += 1
+            message = match.message
             if match.duplicate:
                 self.stats.reports_duplicate += 1
+                if message.state is State.SUBMITTED and match.all_reported:
+                    repeated.append(match)
                 continue
-            if match.message.state is not State.SUBMITTED:
+            if message.state is not State.SUBMITTED or message.id in finishing:
                 self.stats.reports_ignored += 1
                 continue
-            update = self._report_update(match, report, ids[index], now)
-            pair = (match.message.appid, update)
-            (finals if update.state is not State.SUBMITTED else steps).append(pair)
+            update = self._report_update(match, now, error=report.error)
+            if update.state is State.SUBMITTED:
+                steps.append((message.appid, update))
+            else:
+                finishing.add(message.id)
+                finals.append((message.appid, update))
+        # Looked at after the batch's own reports: the one that completed a message in this
+        # batch also reads SUBMITTED, and its final (with the report's text) is the one kept.
+        for match in repeated:
+            if match.message.id in finishing:
+                continue
+            # Every part had reported, yet the message is not final: its final update was
+            # lost (a crash between the two writes). Decided from the parts as stored.
+            finishing.add(match.message.id)
+            self.stats.finished_late += 1
+            finals.append((match.message.appid, self._report_update(match, now)))
 
         for item in batch:
             if isinstance(item, _PartsRecorded):
@@ -631,20 +669,21 @@ class Pipeline:
             raise next(iter(failures.values()))
 
     def _report_update(
-        self, match: PartMatch, report: DeliveryReport, part_id: str, now: int
+        self, match: PartMatch, now: int, *, error: str | None = None
     ) -> MessageUpdate:
+        """The update for the report of `match.part` (as recorded): a step while other parts
+        have not reported, else the message's final outcome. `error` is the report's text
+        (only a live report has one: the store keeps the part's stat, not its text)."""
         message = match.message
+        part = match.part
+        part_id = part.carrier_msgid
+        part_stat = part.stat if part.stat is not None else STAT_UNKNOWN
         attempt = message.attempts
         sendtime = message.submitted_at_ms or now
         event = HistoryEvent(
-            EventKind.DELIVERY_REPORT,
-            now,
-            attempt,
-            report.stat,
-            report.error,
-            carrier_msgid=part_id,
+            EventKind.DELIVERY_REPORT, now, attempt, part_stat, error, carrier_msgid=part_id
         )
-        part_step = _Step(report.delivered, report.stat, attempt, sendtime, part_id, report.error)
+        part_step = _Step(part.delivered, part_stat, attempt, sendtime, part_id, error)
         if not match.all_reported:
             return MessageUpdate(
                 message.id,
@@ -653,18 +692,19 @@ class Pipeline:
                 pushes=self._pushes(message, part_step, final=False),
             )
         if match.all_delivered:
-            state, stat, error = State.DELIVERED, report.stat, None
+            state, stat, final_error = State.DELIVERED, part_stat, None
         else:
             state = State.FAILED
-            stat = match.failed_stat or report.stat
-            error = report.error if not report.delivered else None
-        step = _Step(state is State.DELIVERED, stat, attempt, sendtime, part_id, error)
+            stat = match.failed_stat or part_stat
+            final_error = error if not part.delivered else None
+        step = _Step(state is State.DELIVERED, stat, attempt, sendtime, part_id, final_error)
         return MessageUpdate(
             message.id,
             state,
             event,
             stat=stat,
-            error=error,
+            error=final_error,
+            clear_error=state is State.DELIVERED,
             pushes=self._pushes(message, step, final=True),
         )
 

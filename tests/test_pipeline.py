@@ -375,6 +375,27 @@ async def test_verification_code_is_submitted_once(
     assert [(r.status, r.stat) for r in receipts(found)] == [("2", STAT_NO_RETRY)]
 
 
+@pytest.mark.parametrize("gives_reports", [True, False])
+async def test_a_later_attempt_clears_the_error_of_a_failed_one(
+    tmp_path: Path, autojump_clock: trio.abc.Clock, gives_reports: bool
+) -> None:
+    carrier = ScriptedCarrier(gives_reports=gives_reports)
+    carrier.script["m1"] = [temporary("network down")]
+    async with open_store(tmp_path / "db") as store, running(store, carrier) as pipeline:
+        await insert(store, pipeline, message("m1"))
+        if gives_reports:
+            await until_state(store, "m1", State.SUBMITTED)
+            submitted = await history(store, "m1")
+            assert (submitted.message.attempts, submitted.message.error) == (2, None)
+            await carrier.report(carrier.accepted["m1"].carrier_msgid)
+        found = await final(store, "m1")
+    assert carrier.attempts_of("m1") == [1, 2]
+    assert (found.message.state, found.message.error) == (State.DELIVERED, None)
+    # The history still tells what happened to the first attempt.
+    failed = [event for event in found.events if event.kind == "attempt_failed"]
+    assert [(event.attempt, event.error) for event in failed] == [(1, "network down")]
+
+
 async def test_permanent_failure_is_not_retried(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
@@ -574,6 +595,84 @@ async def test_crash_in_the_middle_of_submits(
     assert [(r.status, r.stat) for r in receipts(code)] == [("2", STAT_UNKNOWN)]
 
 
+async def test_a_crash_between_recording_a_report_and_the_final_update(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """The report's part is recorded but the process dies before the final update: the
+    next start makes the message final, with exactly one A002."""
+    carrier = ScriptedCarrier(parts=2)
+    async with open_store(tmp_path / "db") as store:
+        async with running(store, carrier) as pipeline:
+            await insert(store, pipeline, message("ok"), message("ko"), message("half"))
+            for msgid in ("ok", "ko", "half"):
+                await until_state(store, msgid, State.SUBMITTED)
+        # The first of the report consumer's two writes, and nothing after it.
+        outcomes = {"ok": (True, True), "ko": (True, False), "half": (True,)}
+        for msgid, delivered in outcomes.items():
+            part_ids = carrier.accepted[msgid].part_ids[: len(delivered)]
+            for part_id, part_delivered in zip(part_ids, delivered, strict=True):
+                stat = "DELIVRD" if part_delivered else "UNDELIV"
+                recorded = await store.record_part_report(
+                    carrier.normalize_id(part_id), part_delivered, stat, 0
+                )
+                assert recorded is not None and recorded.message.state is State.SUBMITTED
+        restarted = ScriptedCarrier()
+        async with running(store, restarted) as pipeline:
+            ok = await final(store, "ok")
+            ko = await final(store, "ko")
+            assert pipeline.stats.finished_late == 2
+            # The operator repeats a report: a duplicate, nothing more.
+            await restarted.report(carrier.accepted["ok"].part_ids[1])
+            await until(lambda: pipeline.stats.reports_duplicate == 1)
+            assert pipeline.stats.finished_late == 2
+        async with running(store, ScriptedCarrier()) as pipeline:
+            await trio.sleep(10)
+            assert pipeline.stats.finished_late == 0  # each was made final once
+        again = {msgid: await history(store, msgid) for msgid in ("ok", "ko", "half")}
+    assert restarted.submits == []
+    assert (ok.message.state, ok.message.stat, ok.message.error) == (
+        State.DELIVERED,
+        "DELIVRD",
+        None,
+    )
+    # The event the lost update would have written (no "recovered": nothing was in doubt).
+    kinds = [event.kind for event in ok.events]
+    assert kinds == ["accepted", "submitting", "submitted", "delivery_report"]
+    assert [(r.status, r.stat) for r in receipts(ok)] == [("1", "DELIVRD")]
+    assert (ko.message.state, ko.message.stat) == (State.FAILED, "UNDELIV")
+    assert [(r.status, r.stat) for r in receipts(ko)] == [("2", "UNDELIV")]
+    # The A003 of the step that was lost: the last part's, with the final outcome.
+    last_step = status_reports(ko)[-1]
+    assert (last_step.status, last_step.stat, last_step.attempt) == ("2", "UNDELIV", 1)
+    assert last_step.carrier_msgid == carrier.accepted["ko"].part_ids[1].lower()
+    assert again["half"].message.state is State.SUBMITTED  # still waits for its part 2
+    assert receipts(again["half"]) == []
+    assert receipts(again["ok"]) == receipts(ok) and receipts(again["ko"]) == receipts(ko)
+
+
+async def test_a_repeated_report_finishes_a_message_whose_final_update_was_lost(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    carrier = ScriptedCarrier()
+    async with open_store(tmp_path / "db") as store, running(store, carrier) as pipeline:
+        await insert(store, pipeline, message("m1"))
+        await until_state(store, "m1", State.SUBMITTED)
+        part_id = carrier.accepted["m1"].carrier_msgid
+        # Only the first write of the report, as a consumer dying right after it leaves it.
+        await store.record_part_report(carrier.normalize_id(part_id), False, "EXPIRED", 0)
+        await trio.sleep(10)
+        assert (await history(store, "m1")).message.state is State.SUBMITTED
+        await carrier.report(part_id, True)  # the operator sends it again
+        found = await final(store, "m1")
+        await trio.sleep(10)
+        assert (pipeline.stats.reports_duplicate, pipeline.stats.finished_late) == (1, 1)
+        found = await history(store, "m1")
+    # Decided from the report as first recorded.
+    assert (found.message.state, found.message.stat) == (State.FAILED, "EXPIRED")
+    assert [(r.status, r.stat) for r in receipts(found)] == [("2", "EXPIRED")]
+    assert found.events[-1].kind == "delivery_report"
+
+
 # --- delivery reports -------------------------------------------------------------------------
 
 
@@ -733,6 +832,45 @@ async def test_store_errors_while_handling_reports_are_retried(
     assert (m1.message.state, len(receipts(m1))) == (State.DELIVERED, 1)
     assert (m2.message.state, m2.message.stat) == (State.FAILED, "UNDELIV")
     assert [(r.status, r.stat) for r in receipts(m2)] == [("2", "UNDELIV")]
+
+
+async def test_a_repeated_report_never_makes_a_message_final_twice(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    """A repeat read while the message's final update is not committed yet (same batch, or
+    left by a store error) must not write a second final update (and A002)."""
+    store = FlakyStore(SqliteStore(str(tmp_path / "db")))
+    carrier = ScriptedCarrier()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        async with running(store, carrier) as pipeline:
+            await insert(store, pipeline, message("m1"), message("m2"))
+            await until_state(store, "m1", State.SUBMITTED)
+            await until_state(store, "m2", State.SUBMITTED)
+            # m1: the report is not recorded; its repeat arrives while the consumer waits
+            # to try again, so both are recorded in one batch (one of them as a duplicate).
+            store.record_failures = 1
+            await carrier.report(carrier.accepted["m1"].carrier_msgid)
+            await until(lambda: store.record_failures == 0, every=0.01)
+            await carrier.report(carrier.accepted["m1"].carrier_msgid)
+            m1 = await final(store, "m1")
+            # m2: the report is recorded but the final update fails; the repeat is read with
+            # that update still to apply.
+            store.apply_failures = 1
+            await carrier.report(carrier.accepted["m2"].carrier_msgid, False)
+            await until(lambda: store.apply_failures == 0, every=0.01)
+            await carrier.report(carrier.accepted["m2"].carrier_msgid, False)
+            m2 = await final(store, "m2")
+            await until(lambda: pipeline.stats.reports_duplicate == 2)
+            await trio.sleep(10)
+            assert pipeline.stats.finished_late == 0
+            m1, m2 = await history(store, "m1"), await history(store, "m2")
+        nursery.cancel_scope.cancel()
+    assert (m1.message.state, m2.message.state) == (State.DELIVERED, State.FAILED)
+    assert [(r.status, r.stat) for r in receipts(m1)] == [("1", "DELIVRD")]
+    assert [(r.status, r.stat) for r in receipts(m2)] == [("2", "UNDELIV")]
+    # The final update kept is the live report's, with its text.
+    assert m2.message.error == "subscriber unreachable"
 
 
 async def test_unmatched_reports_are_bounded_in_number_and_age(

@@ -21,7 +21,10 @@ ACCEPTED with `next_attempt_at_ms` in the future. ACCEPTED and SCHEDULED are the
 states: the dispatcher claims rows in those states whose `next_attempt_at_ms` has come
 (`Store.claim_due`), which moves them to QUEUED. QUEUED rows are in the gateway's memory
 only, so after a crash they go back to ACCEPTED (`Store.recover`); SUBMITTING rows may or may
-not have reached the operator, so `recover` hands them to the pipeline to decide.
+not have reached the operator, so `recover` hands them to the pipeline to decide. It also
+hands over the SUBMITTED rows whose parts have all reported: a delivery report is recorded
+(`record_part_report`) and the message made final (`apply`) in two transactions, and a crash
+between the two leaves a row waiting for a report that already came.
 
 All times are integers: milliseconds since the epoch.
 """
@@ -59,6 +62,8 @@ class EventKind(StrEnum):
     DELIVERY_REPORT = "delivery_report"  # the operator's report arrived
     FINAL = "final"  # the gateway decided the final outcome (e.g. retries exhausted)
     RECOVERED = "recovered"  # decided after a crash (an in-doubt SUBMITTING row)
+    SUBMITTING = "submitting"  # an attempt is about to be handed to the carrier
+    REQUEUED = "requeued"  # claimed but not sent: put back to waiting at a pipeline stop
 
 
 class PushState(StrEnum):
@@ -197,17 +202,13 @@ class MessageUpdate:
     part_ids: tuple[str, ...] = ()  # operator ids of each segment (multi-part SMS)
     submitted_at_ms: int | None = None  # None = unchanged
     stat: str | None = None  # None = unchanged
-    error: str | None = None  # None = unchanged
+    error: str | None = None  # None = unchanged (unless clear_error)
+    clear_error: bool = False  # True: the row's error is cleared (error must then be None)
     pushes: tuple[NewPush, ...] = ()  # outbox items written in the SAME transaction
 
-
-@attrs.frozen
-class RecoveryReport:
-    """What `Store.recover` found at start-up."""
-
-    requeued: int  # QUEUED rows put back to ACCEPTED (they never left the gateway)
-    in_doubt: tuple[MessageRecord, ...]  # SUBMITTING rows: the pipeline decides (DESIGN §2)
-    pending_pushes: int  # outbox items still to push (they simply stay pending)
+    def __attrs_post_init__(self) -> None:
+        if self.clear_error and self.error is not None:
+            raise ValueError("a MessageUpdate cannot both set and clear the error")
 
 
 @attrs.frozen
@@ -216,6 +217,7 @@ class PartMatch:
 
     message: MessageRecord
     part_no: int  # which part the operator id belongs to (1-based)
+    part: PartRecord  # that part as stored (after this call)
     parts: int  # how many parts the message has
     reported: int  # how many of them have reported (after this call)
     delivered: int  # how many of them reported delivered
@@ -230,6 +232,19 @@ class PartMatch:
     @property
     def all_delivered(self) -> bool:
         return self.delivered >= self.parts
+
+
+@attrs.frozen
+class RecoveryReport:
+    """What `Store.recover` found at start-up."""
+
+    requeued: int  # QUEUED rows put back to ACCEPTED (they never left the gateway)
+    in_doubt: tuple[MessageRecord, ...]  # SUBMITTING rows: the pipeline decides (DESIGN §2)
+    pending_pushes: int  # outbox items still to push (they simply stay pending)
+    # SUBMITTED rows whose parts have all reported (the final update was lost in a crash):
+    # the pipeline makes them final. Each matches its last reported part (latest report
+    # time, then highest part number).
+    reported: tuple[PartMatch, ...]
 
 
 @attrs.frozen
@@ -264,9 +279,9 @@ class Store(Protocol):
     # pipeline
     async def recover(self, now_ms: int) -> RecoveryReport:
         """At start-up, before the dispatcher runs: QUEUED → ACCEPTED (due when they were
-        due); SUBMITTING rows are returned for the pipeline to decide (it applies
-        MessageUpdates for them). Pending pushes stay pending. `now_ms` is the recovery
-        time, for backends that record it."""
+        due); SUBMITTING rows, and SUBMITTED rows whose parts have all reported, are
+        returned for the pipeline to decide (it applies MessageUpdates for them). Pending
+        pushes stay pending. `now_ms` is the recovery time, for backends that record it."""
         ...
 
     async def claim_due(self, now_ms: int, limit: int) -> list[MessageRecord]:

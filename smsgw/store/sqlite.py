@@ -168,8 +168,19 @@ _INSERT_EVENT: Final = (
 _UPDATE_MESSAGE: Final = (
     "UPDATE messages SET state = ?, attempts = COALESCE(?, attempts), next_attempt_at = ?,"
     " carrier_msgid = COALESCE(?, carrier_msgid), submitted_at = COALESCE(?, submitted_at),"
-    " final_at = ?, stat = COALESCE(?, stat), error = COALESCE(?, error)"
+    " final_at = ?, stat = COALESCE(?, stat),"
+    " error = CASE WHEN ? THEN NULL ELSE COALESCE(?, error) END"
     " WHERE id = ? RETURNING appid"
+)
+# SUBMITTED rows (messages_state index) with parts, none unreported; each with its part
+# reported last (latest report time, then highest number).
+_REPORTED_SUBMITTED_SQL: Final = (
+    "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
+    " ORDER BY p.reported_at DESC, p.part_no DESC LIMIT 1)"
+    " FROM messages m WHERE m.state = 'submitted'"
+    " AND EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id)"
+    " AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id AND NOT p.reported)"
+    " ORDER BY m.id"
 )
 _INSERT_PUSH: Final = (
     "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
@@ -737,10 +748,17 @@ def _recover_op(conn: sqlite3.Connection) -> RecoveryReport:
     pending = conn.execute(
         f"SELECT COUNT(*) FROM {_PENDING_PUSHES} WHERE {_PENDING_PUSH}"
     ).fetchone()[0]
+    # Every part reported, yet still SUBMITTED: the crash came between record_part_report
+    # and the final apply. No report will come again (a repeat counts as a duplicate).
+    reported = [
+        _part_match(conn, message_id, part_no, duplicate=False)
+        for message_id, part_no in conn.execute(_REPORTED_SUBMITTED_SQL).fetchall()
+    ]
     return RecoveryReport(
         requeued=requeued,
         in_doubt=tuple(_message(row) for row in in_doubt),
         pending_pushes=int(pending),
+        reported=tuple(reported),
     )
 
 
@@ -799,6 +817,7 @@ def _apply_one(conn: sqlite3.Connection, u: MessageUpdate) -> None:
             u.submitted_at_ms,
             at_ms if state in FINAL_STATES else None,
             u.stat,
+            int(u.clear_error),
             u.error,
             u.message_id,
         ),
@@ -855,9 +874,17 @@ def _part_match(
         " ORDER BY part_no LIMIT 1",
         (message_id,),
     ).fetchone()
+    carrier_msgid, reported_part, delivered_part, stat, reported_at = conn.execute(
+        "SELECT carrier_msgid, reported, delivered, stat, reported_at FROM message_parts"
+        " WHERE message_id = ? AND part_no = ?",
+        (message_id, part_no),
+    ).fetchone()
     return PartMatch(
         message=_message(message),
         part_no=part_no,
+        part=PartRecord(
+            part_no, carrier_msgid, bool(reported_part), bool(delivered_part), stat, reported_at
+        ),
         parts=int(parts),
         reported=int(reported),
         delivered=int(delivered),

@@ -6,6 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -132,6 +133,84 @@ async def test_recover(store: SqliteStore) -> None:
     assert counts["submitted"] == 1
     # the requeued row is due again, in its original order
     assert [m.msgid for m in await store.claim_due(NOW + 100, 10)] == ["m2", "m3"]
+
+
+async def test_recover_returns_submitted_messages_whose_parts_all_reported(
+    store: SqliteStore,
+) -> None:
+    # A crash between record_part_report and the final apply leaves these SUBMITTED.
+    claimed = {msgid: await claim_one(store, msgid, segments=2) for msgid in ("ko", "half", "ok")}
+    done = await claim_one(store, "done")
+    await store.apply(
+        [
+            submitted(claimed["ko"].id, "k1", "k2", carrier_msgid="k1"),
+            submitted(claimed["half"].id, "h1", "h2", carrier_msgid="h1"),
+            submitted(claimed["ok"].id, "o1", "o2", carrier_msgid="o1"),
+            submitted(done.id, carrier_msgid="d1"),
+        ]
+    )
+    await store.record_part_report("k2", False, "UNDELIV", NOW + 10)
+    await store.record_part_report("k1", True, "DELIVRD", NOW + 20)  # reported last
+    await store.record_part_report("h1", True, "DELIVRD", NOW + 10)  # h2 still to come
+    await store.record_part_report("o1", True, "DELIVRD", NOW + 30)  # same time: the
+    await store.record_part_report("o2", True, "DELIVRD", NOW + 30)  # higher part number
+    await store.record_part_report("d1", True, "DELIVRD", NOW + 10)
+    final = Event(EventKind.DELIVERY_REPORT, NOW + 40, 1, "DELIVRD")
+    await store.apply([MessageUpdate(done.id, State.DELIVERED, final, stat="DELIVRD")])
+
+    report = await store.recover(NOW + 100)
+    assert report.in_doubt == ()
+    assert [m.message.msgid for m in report.reported] == ["ko", "ok"]
+    ko, ok = report.reported
+    assert ko.message.state is State.SUBMITTED
+    assert (ko.parts, ko.reported, ko.delivered, ko.failed_stat) == (2, 2, 1, "UNDELIV")
+    assert ko.all_reported and not ko.all_delivered and not ko.duplicate
+    assert ko.part_no == 1
+    assert ko.part == PartRecord(1, "k1", True, True, "DELIVRD", NOW + 20)
+    assert ok.all_delivered
+    assert ok.part == PartRecord(2, "o2", True, True, "DELIVRD", NOW + 30)
+    assert (await store.counts())["submitted"] == 3  # recover itself changes none of them
+
+    # Once made final, they are not returned again.
+    await store.apply(
+        [
+            MessageUpdate(claimed["ko"].id, State.FAILED, final, stat="UNDELIV"),
+            MessageUpdate(claimed["ok"].id, State.DELIVERED, final, stat="DELIVRD"),
+        ]
+    )
+    assert (await store.recover(NOW + 200)).reported == ()
+
+
+async def test_part_match_carries_the_part_as_stored(store: SqliteStore) -> None:
+    row = await claim_one(store, segments=2)
+    await store.apply([submitted(row.id, "p1", "p2", carrier_msgid="p1")])
+    found = await store.find_by_part_id("p2")
+    assert found is not None
+    assert found.part == PartRecord(2, "p2", False, False, None, None)
+    first = await store.record_part_report("p2", False, "EXPIRED", NOW + 5)
+    assert first is not None
+    assert first.part == PartRecord(2, "p2", True, False, "EXPIRED", NOW + 5)
+    again = await store.record_part_report("p2", True, "DELIVRD", NOW + 6)
+    assert again is not None and again.duplicate
+    assert again.part == first.part  # the first report is kept
+
+
+async def test_clear_error(store: SqliteStore) -> None:
+    row = await claim_one(store)
+    failed = Event(EventKind.ATTEMPT_FAILED, NOW + 5, 1, "TMP_FAIL", "network down")
+    await store.apply([MessageUpdate(row.id, State.ACCEPTED, failed, error="network down")])
+    await store.apply([submitting(row.id, attempt=2)])
+    assert (await store.history("m1"))[0].message.error == "network down"  # None: unchanged
+    await store.apply([attrs.evolve(submitted(row.id), clear_error=True)])
+    (history,) = await store.history("m1")
+    assert (history.message.state, history.message.error) == (State.SUBMITTED, None)
+    assert history.events[1].error == "network down"  # the history keeps it
+
+
+def test_an_update_cannot_both_set_and_clear_the_error() -> None:
+    event = Event(EventKind.FINAL, NOW, 1)
+    with pytest.raises(ValueError, match="error"):
+        MessageUpdate(1, State.FAILED, event, error="boom", clear_error=True)
 
 
 async def test_apply_submitted_with_parts_and_pushes(store: SqliteStore) -> None:
