@@ -1,0 +1,467 @@
+"""End to end over SMPP, all real processes on loopback (issue 4):
+
+    merchant (this test) --A001--> `smsgw serve` --SMPP--> the Node SMSC (tests/smsc)
+    SMSC --deliver_sm receipt--> gateway --A002--> `smsgw listen` (tests/listen_process.py)
+
+The SMSC's events say exactly what reached it (data_coding, esm_class, UDH, TLVs, one event
+per submit_sm); the listener's output says what the merchant got. Texts are ASCII letters,
+digits and punctuation whose GSM 03.38 septets equal their ASCII codes, so the expected bytes
+are computed here without the gateway's own encoder.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from smsgw.client import submit
+from smsgw.protocol.status import Status
+from tests.gateway_process import GatewayProcess, gateway_process
+from tests.listen_process import Item, ListenProcess, listen_process
+from tests.smsc_process import ESME_ROK, ESME_RTHROTTLED, Event, Smsc, running_smsc
+
+pytestmark = pytest.mark.e2e
+
+APPID = "shop"
+SECRET = "shop-key"
+
+SHORT_LATIN = "Your code is 4821. Thank you!"
+SHORT_CHINESE = "您的验证码是四八二九，请在五分钟内输入。"  # 20 characters
+LONG_LATIN = " ".join(f"word{n:03d}" for n in range(50))  # 399 characters: 153 + 153 + 93
+LONG_CHINESE = "尊敬的客户您好您的订单已经发货请注意查收如有问题请联系客服谢谢" * 5  # 155: 67+67+21
+
+GSM = 0x00  # data_coding: GSM 03.38 default alphabet, one septet a byte
+UCS2 = 0x08
+UDHI = 0x40  # esm_class: short_message starts with a User Data Header
+GSM_PART = 153  # septets of text in one part of a concatenated message
+UCS2_PART_OCTETS = 134  # 67 UCS-2 characters
+
+# Short real timers: a lost bind comes back within ~0.5 s, a throttled bind pauses 0.1 s.
+FAST_SMPP: dict[str, object] = {
+    "reconnect_min": 0.1,
+    "reconnect_max": 0.5,
+    "response_timeout": 2,
+    "bind_timeout": 2,
+    "bind_wait": 5,
+    "throttle_pause": 0.1,
+    "enquire_link": 0,
+}
+FAST_GATEWAY = {
+    "SMSGW_RETRY_BACKOFF": "100ms",
+    "SMSGW_PUSH_BACKOFF": "200ms",
+    "SMSGW_PUSH_TIMEOUT": "2s",
+    "SMSGW_SHUTDOWN_GRACE": "5s",
+}
+
+
+@attrs.frozen
+class Sms:
+    msgid: str
+    phone: str
+    text: str
+    msgtype: int = 1
+
+    def item(self) -> dict[str, object]:
+        return {
+            "msgid": self.msgid,
+            "phone": self.phone,
+            "message": self.text,
+            "msgtype": self.msgtype,
+        }
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.msgid, self.phone)
+
+
+@attrs.frozen
+class Setup:
+    smsc: Smsc
+    merchant: ListenProcess
+    gateway: GatewayProcess
+    workdir: Path
+
+    async def submit(self, messages: Iterable[Sms]) -> int:
+        """A001 the messages in one batch; every item must be accepted. Returns the time
+        (ms since the epoch) just before the submit, the earliest a sendtime can be."""
+        batch = list(messages)
+        before = _now_ms()
+        reply = await submit(
+            self.gateway.address, APPID, SECRET, [sms.item() for sms in batch], timeout=10
+        )
+        assert [result.status for result in reply.results] == [Status.OK] * len(batch), reply
+        return before
+
+    async def receipts_for(self, count: int, *, timeout: float = 15.0) -> list[Item]:
+        await self.merchant.wait_for(
+            lambda _: len(self.merchant.receipts()) >= count, timeout=timeout
+        )
+        return self.merchant.receipts()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def smpp_url(smsc: Smsc, **params: object) -> str:
+    values = {**FAST_SMPP, **params}
+    query = "&".join(f"{name}={value}" for name, value in values.items())
+    return f"smpp://smsgw:secret@127.0.0.1:{smsc.port}?{query}"
+
+
+@asynccontextmanager
+async def smpp_gateway(
+    tmp_path: Path,
+    *,
+    smsc_options: Mapping[str, Any] | None = None,
+    carrier: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
+    links: int = 1,
+) -> AsyncIterator[Setup]:
+    """The SMSC, the merchant's `smsgw listen`, and `smsgw serve` between them, once the
+    gateway has bound its `links` SMPP connections."""
+    async with (
+        running_smsc(dlr_delay=0.02, **(smsc_options or {})) as smsc,
+        listen_process(tmp_path / "merchant") as merchant,
+    ):
+        settings = {
+            "SMSGW_APPS": f"{APPID}:{SECRET}@{merchant.address}",
+            "SMSGW_CARRIER": smpp_url(smsc, **(carrier or {})),
+            **FAST_GATEWAY,
+            **(env or {}),
+        }
+        workdir = tmp_path / "gateway"
+        async with gateway_process(workdir, settings) as gateway:
+            await smsc.wait_for_count("bind", links, timeout=10)
+            yield Setup(smsc, merchant, gateway, workdir)
+        assert "Traceback" not in gateway.log_text(), gateway.log_text()[-3000:]
+
+
+# -- reading what arrived ------------------------------------------------------------------
+
+
+def submits_by_phone(smsc: Smsc) -> dict[str, list[Event]]:
+    """The SMSC's submit_sm events per destination, in arrival order."""
+    grouped: dict[str, list[Event]] = defaultdict(list)
+    for event in smsc.events_of("submit_sm"):
+        grouped[event["destination"]].append(event)
+    return grouped
+
+
+def short_message(event: Event) -> bytes:
+    return bytes.fromhex(event["short_message"] or "")
+
+
+def expected_octets(text: str) -> tuple[int, bytes]:
+    """(data_coding, bytes) of a test text, computed without the gateway's encoder."""
+    if text.isascii():
+        return GSM, text.encode("ascii")
+    return UCS2, text.encode("utf-16-be")
+
+
+def assert_receipts(
+    receipts: list[Item],
+    expected: Mapping[tuple[str, str], tuple[str, str]],
+    *,
+    sent_after_ms: int,
+) -> None:
+    """Exactly one A002 per (msgid, phone), with the expected (status, stat) and a sendtime
+    between the submit and now."""
+    counts = Counter((item["msgid"], item["phone"]) for item in receipts)
+    assert set(counts) == set(expected), f"receipts {sorted(counts)} != {sorted(expected)}"
+    assert max(counts.values()) == 1, f"duplicates: {[k for k, n in counts.items() if n > 1]}"
+    now = _now_ms()
+    for item in receipts:
+        status, stat = expected[(item["msgid"], item["phone"])]
+        assert (item["status"], item["stat"]) == (status, stat), item
+        assert isinstance(item["sendtime"], int), item
+        assert sent_after_ms <= item["sendtime"] <= now, (item, sent_after_ms, now)
+
+
+def stored_rows(setup: Setup) -> dict[str, tuple[str, int, str | None]]:
+    """msgid → (state, attempts, stat) from the gateway's database (read-only)."""
+    uri = f"file:{setup.workdir / 'smsgw.db'}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as db:
+        rows = db.execute("select msgid, state, attempts, stat from messages").fetchall()
+    return {msgid: (state, attempts, stat) for msgid, state, attempts, stat in rows}
+
+
+async def settle(smsc: Smsc, receipts: int) -> None:
+    """Until the SMSC has had `receipts` deliver_sm acknowledged, then a moment more, so a
+    duplicate A002 would have had time to arrive."""
+    await smsc.wait_for_count("deliver_sm_resp", receipts, timeout=10)
+    await trio.sleep(0.5)
+
+
+# -- codings and long messages --------------------------------------------------------------
+
+MIXED = (
+    Sms("short-latin", "8613800138001", SHORT_LATIN),
+    Sms("short-chinese", "8613800138002", SHORT_CHINESE, msgtype=2),
+    Sms("long-latin", "8613800138003", LONG_LATIN),
+    Sms("long-chinese", "8613800138004", LONG_CHINESE),
+)
+PARTS = {"short-latin": 1, "short-chinese": 1, "long-latin": 3, "long-chinese": 3}
+
+
+def check_short(events: list[Event], text: str) -> None:
+    coding, octets = expected_octets(text)
+    assert len(events) == 1
+    (event,) = events
+    assert event["data_coding"] == coding
+    assert event["esm_class"] & UDHI == 0
+    assert short_message(event) == octets
+    assert "sar_msg_ref_num" not in event["tlvs"] and "message_payload" not in event["tlvs"]
+
+
+def check_udh(events: list[Event], text: str) -> int:
+    """The parts carry a concatenation UDH (IEI 0, 8-bit reference); returns the reference."""
+    coding, octets = expected_octets(text)
+    total = len(events)
+    references: set[int] = set()
+    body = b""
+    for seq, event in enumerate(events, start=1):
+        data = short_message(event)
+        assert event["data_coding"] == coding
+        assert event["esm_class"] & UDHI
+        assert data[:3] == bytes([5, 0, 3]), data[:6].hex()  # UDHL 5, IEI 0, IEDL 3
+        assert (data[4], data[5]) == (total, seq)
+        references.add(data[3])
+        part = data[6:]
+        assert len(part) <= (GSM_PART if coding == GSM else UCS2_PART_OCTETS)
+        if coding == UCS2:
+            part.decode("utf-16-be")  # whole characters in every part
+        body += part
+    assert body == octets
+    assert len(references) == 1
+    return references.pop()
+
+
+def check_sar(events: list[Event], text: str) -> int:
+    """The parts carry the sar_* TLVs (16-bit reference) and no UDH; returns the reference."""
+    coding, octets = expected_octets(text)
+    total = len(events)
+    references: set[int] = set()
+    body = b""
+    for seq, event in enumerate(events, start=1):
+        tlvs = event["tlvs"]
+        assert event["data_coding"] == coding
+        assert event["esm_class"] & UDHI == 0
+        assert (tlvs["sar_total_segments"], tlvs["sar_segment_seqnum"]) == (total, seq)
+        references.add(tlvs["sar_msg_ref_num"])
+        part = short_message(event)
+        assert len(part) <= (GSM_PART if coding == GSM else UCS2_PART_OCTETS)
+        body += part
+    assert body == octets
+    assert len(references) == 1
+    return references.pop()
+
+
+def check_payload(events: list[Event], text: str) -> None:
+    """One submit_sm with the whole text in message_payload and an empty short_message."""
+    coding, octets = expected_octets(text)
+    assert len(events) == 1
+    (event,) = events
+    assert event["data_coding"] == coding
+    assert event["esm_class"] & UDHI == 0
+    assert short_message(event) == b""
+    assert bytes.fromhex(event["tlvs"]["message_payload"]) == octets
+
+
+@pytest.mark.parametrize("long", ["udh", "sar", "payload"])
+async def test_codings_and_long_messages_end_to_end(tmp_path: Path, long: str) -> None:
+    async with smpp_gateway(tmp_path, carrier={"long": long}) as setup:
+        sent_after = await setup.submit(MIXED)
+        receipts = await setup.receipts_for(len(MIXED))
+        parts = sum(PARTS.values()) if long != "payload" else len(MIXED)
+        await settle(setup.smsc, parts)
+
+        by_phone = submits_by_phone(setup.smsc)
+        assert sorted(by_phone) == sorted(sms.phone for sms in MIXED)
+        references = []
+        for sms in MIXED:
+            events = by_phone[sms.phone]
+            assert all(event["status"] == ESME_ROK for event in events)
+            assert all(event["registered_delivery"] == 1 for event in events)
+            assert all(event["dest_ton"] == 1 and event["dest_npi"] == 1 for event in events)
+            if PARTS[sms.msgid] == 1:
+                check_short(events, sms.text)
+            elif long == "payload":
+                check_payload(events, sms.text)
+            else:
+                assert len(events) == PARTS[sms.msgid], sms.msgid
+                check = check_udh if long == "udh" else check_sar
+                references.append(check(events, sms.text))
+        # Two long messages in flight together must not share a concatenation reference.
+        assert len(set(references)) == len(references)
+
+        assert_receipts(
+            receipts, {sms.key: ("1", "DELIVRD") for sms in MIXED}, sent_after_ms=sent_after
+        )
+
+
+async def test_undelivered_reports_fail_the_message(tmp_path: Path) -> None:
+    async with smpp_gateway(tmp_path) as setup:
+        smsc = setup.smsc
+        expected: dict[tuple[str, str], tuple[str, str]] = {}
+        sent_after = _now_ms()
+
+        # One short message, the SMSC reports it undelivered.
+        await smsc.dlr("UNDELIV", n=1)
+        short = Sms("undeliv-short", "8613800138011", SHORT_LATIN, msgtype=2)
+        await setup.submit([short])
+        expected[short.key] = ("2", "UNDELIV")
+        await setup.receipts_for(len(expected))
+
+        # A long message whose middle part alone is undelivered: the message failed.
+        await smsc.dlr("DELIVRD", n=1)
+        await smsc.dlr("UNDELIV", n=1)
+        long = Sms("undeliv-long", "8613800138012", LONG_CHINESE)
+        await setup.submit([long])
+        expected[long.key] = ("2", "UNDELIV")
+        await setup.receipts_for(len(expected))
+
+        # Expired is a failure as well, reported with the operator's word.
+        await smsc.dlr("EXPIRED", n=1)
+        expired = Sms("expired", "8613800138013", SHORT_CHINESE)
+        await setup.submit([expired])
+        expected[expired.key] = ("2", "EXPIRED")
+        receipts = await setup.receipts_for(len(expected))
+
+        await settle(smsc, 1 + 3 + 1)
+        reported = sorted((int(e["message_id"]), e["stat"]) for e in smsc.events_of("deliver_sm"))
+        assert [stat for _, stat in reported] == [
+            "UNDELIV", "DELIVRD", "UNDELIV", "DELIVRD", "EXPIRED"
+        ]  # fmt: skip
+        assert_receipts(receipts, expected, sent_after_ms=sent_after)
+        # No retry after an operator's final "undelivered": one submit per part.
+        by_phone = submits_by_phone(smsc)
+        assert [len(by_phone[sms.phone]) for sms in (short, long, expired)] == [1, 3, 1]
+
+
+# -- throttling -----------------------------------------------------------------------------
+
+
+async def test_throttled_submits_are_delivered_without_consuming_attempts(tmp_path: Path) -> None:
+    throttled = 6
+    messages = [
+        Sms(f"thr{n}", f"86138001390{n:02d}", f"Throttle check {n}", msgtype=1 + n % 2)
+        for n in range(10)
+    ]
+    # No retries at all: a throttle that cost an attempt would fail the message.
+    async with smpp_gateway(tmp_path, env={"SMSGW_MAX_RETRIES": "0"}) as setup:
+        await setup.smsc.throttle(throttled)
+        sent_after = await setup.submit(messages)
+        receipts = await setup.receipts_for(len(messages))
+        await settle(setup.smsc, len(messages))
+        assert_receipts(
+            receipts, {sms.key: ("1", "DELIVRD") for sms in messages}, sent_after_ms=sent_after
+        )
+        statuses = Counter(event["status"] for event in setup.smsc.events_of("submit_sm"))
+        assert statuses == {ESME_RTHROTTLED: throttled, ESME_ROK: len(messages)}
+    rows = stored_rows(setup)
+    assert {msgid: row[:2] for msgid, row in rows.items()} == {
+        sms.msgid: ("delivered", 1) for sms in messages
+    }
+    uri = f"file:{setup.workdir / 'smsgw.db'}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as db:
+        (recorded,) = db.execute(
+            "select count(*) from events where kind = 'attempt_failed' and stat = ?",
+            ("ESME_RTHROTTLED",),
+        ).fetchone()
+    assert recorded == throttled
+
+
+# -- a link killed mid-run ------------------------------------------------------------------
+
+
+def marker_of(event: Event) -> str:
+    """The msgid a drop-test text ends with."""
+    return short_message(event).decode("ascii").rsplit(" ", 1)[-1]
+
+
+async def test_link_dropped_mid_run_loses_nothing_and_never_resends_codes(
+    tmp_path: Path,
+) -> None:
+    count = 300
+    messages = [
+        Sms(f"d{n:03d}", f"8613900{n:06d}", f"Link drop check d{n:03d}", msgtype=1 + n % 2)
+        for n in range(count)
+    ]
+    by_msgid = {sms.msgid: sms for sms in messages}
+    # 20 ms per submit_sm_resp keeps the window full: a drop catches about 10 in flight.
+    async with smpp_gateway(tmp_path, smsc_options={"latency": 0.02}) as setup:
+        smsc = setup.smsc
+        sent_after = _now_ms()
+        for start in range(0, count, 100):
+            await setup.submit(messages[start : start + 100])
+        await smsc.wait_for_count("submit_sm", count // 3, timeout=10)
+        assert await smsc.drop() == 1
+        receipts = await setup.receipts_for(count, timeout=30)
+        await trio.sleep(0.5)  # time for a duplicate A002 to show up
+        receipts = setup.merchant.receipts()
+
+        binds = [event for event in smsc.events_of("bind") if event["ok"]]
+        assert len(binds) >= 2, "the gateway did not bind again after the drop"
+        submits = Counter(marker_of(event) for event in smsc.events_of("submit_sm"))
+
+    assert set(submits) <= set(by_msgid)
+    expected: dict[tuple[str, str], tuple[str, str]] = {}
+    unknown = 0
+    resent = 0
+    for item in receipts:
+        sms = by_msgid[item["msgid"]]
+        if sms.msgtype == 1:
+            expected[sms.key] = ("1", "DELIVRD")
+            resent += submits[sms.msgid] > 1
+        else:
+            # A code is submitted at most once: in doubt after the drop, it fails UNKNOWN.
+            assert submits[sms.msgid] <= 1, (sms.msgid, submits[sms.msgid])
+            if item["stat"] == "UNKNOWN":
+                expected[sms.key] = ("2", "UNKNOWN")
+                unknown += 1
+            else:
+                expected[sms.key] = ("1", "DELIVRD")
+    assert_receipts(receipts, expected, sent_after_ms=sent_after)
+    assert len(expected) == count  # every accepted message got its final A002
+    assert unknown >= 1, "the drop caught no verification code in flight"
+    assert resent >= 1, "the drop caught no notification in flight"
+    rows = stored_rows(setup)
+    assert len(rows) == count
+    assert {state for state, _, _ in rows.values()} <= {"delivered", "failed"}
+    for msgid, (state, _, stat) in rows.items():
+        if state == "failed":
+            assert (by_msgid[msgid].msgtype, stat) == (2, "UNKNOWN")
+
+
+# -- several binds --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bind", ["trx", "tx+rx"])
+async def test_two_binds_are_both_used(tmp_path: Path, bind: str) -> None:
+    messages = [Sms(f"b{n}", f"86137000{n:05d}", f"Two binds {n}") for n in range(40)]
+    links = 2 if bind == "trx" else 4
+    async with smpp_gateway(tmp_path, carrier={"binds": 2, "bind": bind}, links=links) as setup:
+        sent_after = await setup.submit(messages)
+        receipts = await setup.receipts_for(len(messages))
+        await settle(setup.smsc, len(messages))
+        assert_receipts(
+            receipts, {sms.key: ("1", "DELIVRD") for sms in messages}, sent_after_ms=sent_after
+        )
+        binds = [event for event in setup.smsc.events_of("bind") if event["ok"]]
+        transmitting = {e["session"] for e in binds if e["mode"] in ("transceiver", "transmitter")}
+        receiving = {e["session"] for e in binds if e["mode"] in ("transceiver", "receiver")}
+        assert len(transmitting) == 2 and len(receiving) == 2
+        per_session = Counter(event["session"] for event in setup.smsc.events_of("submit_sm"))
+        assert set(per_session) == transmitting
+        assert min(per_session.values()) >= len(messages) // 4, per_session
+        assert {event["session"] for event in setup.smsc.events_of("deliver_sm")} <= receiving
