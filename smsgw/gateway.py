@@ -97,17 +97,29 @@ class Gateway:
                         deadline = await self._serve(task_status)
                         log.info("stopping the pipeline: finishing the submits in flight")
                         self.pipeline.stop()
+                        # The carrier stops taking submits now, while the senders finish: one
+                        # still waiting for its turn (tps, window) is turned away (throttled:
+                        # put back, not an attempt) rather than cancelled mid-submit at the
+                        # deadline, which would leave its row in doubt.
+                        carrier_closed = trio.Event()
+                        upstream.start_soon(self._close_carrier, deadline, carrier_closed)
                         sending.cancel_scope.deadline = deadline
                     log.info("stopping the pusher: finishing the pushes in flight")
                     self.pusher.stop()
                     pushing.cancel_scope.deadline = deadline
-                with trio.move_on_at(deadline + CARRIER_CLOSE_MARGIN_S) as closing:
-                    closing.shield = True
-                    await self.carrier.aclose()
+                await carrier_closed.wait()
                 upstream.cancel_scope.cancel()
             # Everything that writes to the store has returned: let it close cleanly.
             foundation.cancel_scope.cancel()
         log.info("stopped")
+
+    async def _close_carrier(self, deadline: float, closed: trio.Event) -> None:
+        try:
+            with trio.move_on_at(deadline + CARRIER_CLOSE_MARGIN_S) as closing:
+                closing.shield = True
+                await self.carrier.aclose()
+        finally:
+            closed.set()
 
     async def _serve(self, task_status: trio.TaskStatus[GatewayInfo]) -> float:
         """Run the listener until shutdown() and its drain; return the shutdown deadline."""
