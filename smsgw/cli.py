@@ -16,7 +16,7 @@ import trio
 
 from smsgw import __version__
 from smsgw.client import ClientError, PushItem, ReceiptServer, submit_sync
-from smsgw.config import DEMO_APPID, DEMO_SECRET, Config, ConfigError, load_config
+from smsgw.config import DEMO_APPID, DEMO_SECRET, Config, ConfigError, load_config, redact_url
 from smsgw.gateway import Gateway, GatewayInfo, store_from_config
 from smsgw.logs import setup_logging
 from smsgw.protocol.framing import LengthStyle
@@ -116,15 +116,18 @@ async def _stop_on_signals(gateway: Gateway, everything: trio.CancelScope) -> No
 def _announce(config: Config, info: GatewayInfo) -> None:
     where = ", ".join(str(endpoint) for endpoint in info.listen)
     tls = " (TLS)" if config.tls_cert else ""
-    print(f"smsgw {__version__} listening on {where}{tls}", flush=True)
-    print(f"  store: {config.db_url}", flush=True)
-    print(f"  carrier: {config.carrier_url}", flush=True)
+    lines = [
+        f"smsgw {__version__} listening on {where}{tls}",
+        f"  store: {redact_url(config.db_url)}",
+        f"  carrier: {redact_url(config.carrier_url)}",
+    ]
     if config.demo:
-        print(
+        lines.append(
             f"  demo app: appid={DEMO_APPID} secret={DEMO_SECRET} "
-            "(loopback only; set SMSGW_APPS or SMSGW_APPS_FILE for real apps)",
-            flush=True,
+            "(loopback only; set SMSGW_APPS or SMSGW_APPS_FILE for real apps)"
         )
+    # One write, so whoever reads the banner gets all of it together.
+    print("\n".join(lines), flush=True)
 
 
 def _raise_open_files_limit() -> None:

@@ -281,6 +281,17 @@ def _check_unique(apps: list[AppConfig]) -> None:
         seen[app.key] = app.appid
 
 
+def redact_url(url: str) -> str:
+    """The URL with any password in it replaced by `***`, fit for logs and banners."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

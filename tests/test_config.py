@@ -10,6 +10,7 @@ from smsgw.config import (
     load_config,
     parse_duration,
     parse_endpoint,
+    redact_url,
 )
 from smsgw.protocol.framing import LengthStyle
 
@@ -135,3 +136,17 @@ def test_endpoints() -> None:
     assert parse_endpoint("[::1]:0") == Endpoint("::1", 0)
     assert str(Endpoint("::1", 5)) == "[::1]:5"
     assert str(parse_endpoint("localhost:9")) == "localhost:9"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("smpp://esme:pa55@10.0.0.1:2775?window=10", "smpp://esme:***@10.0.0.1:2775?window=10"),
+        ("smpp://esme:p@ss@host:2775", "smpp://esme:***@host:2775"),
+        ("smpp://esme@host:2775", "smpp://esme@host:2775"),
+        ("sim://?fail=0.05", "sim://?fail=0.05"),
+        ("sqlite:///./smsgw.db", "sqlite:///./smsgw.db"),
+    ],
+)
+def test_redact_url_hides_passwords(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
