@@ -293,6 +293,11 @@ class Store(Protocol):
         """The earliest next_attempt_at of the waiting rows (None: nothing waits)."""
         ...
 
+    async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
+        """SUBMITTED rows (waiting for a delivery report) that went to the operator before
+        `submitted_before_ms`, oldest first, at most `limit`."""
+        ...
+
     async def apply(self, updates: Sequence[MessageUpdate]) -> None:
         """Apply all the updates (with their events, parts and pushes) durably, all or none."""
         ...

@@ -132,6 +132,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX pushes_message ON pushes (message_id)",
         "CREATE INDEX pushes_state ON pushes (state)",
     ),
+    # 2: messages waiting for a delivery report, by when they went out (report timeout).
+    (
+        """CREATE INDEX messages_awaiting_report ON messages (submitted_at)
+            WHERE state = 'submitted'""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -505,6 +510,17 @@ class SqliteStore:
     async def next_due_at(self) -> int | None:
         return await self._read(_next_due_at)
 
+    async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
+        def read(conn: sqlite3.Connection) -> list[MessageRecord]:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages INDEXED BY messages_awaiting_report"
+                " WHERE state = 'submitted' AND submitted_at < ? ORDER BY submitted_at LIMIT ?",
+                (submitted_before_ms, limit),
+            ).fetchall()
+            return [_message(row) for row in rows]
+
+        return await self._read(read)
+
     async def apply(self, updates: Sequence[MessageUpdate]) -> None:
         if not updates:
             return
@@ -866,31 +882,39 @@ def _part_match(
     message = conn.execute(
         f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
     ).fetchone()
-    parts, reported, delivered = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(reported), 0), COALESCE(SUM(reported AND delivered), 0)"
-        " FROM message_parts WHERE message_id = ?",
+    # One read of the message's parts (one row for most messages) instead of a query for
+    # each number: this runs for every delivery report.
+    rows = conn.execute(
+        "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
+        " FROM message_parts WHERE message_id = ? ORDER BY part_no",
         (message_id,),
-    ).fetchone()
-    failed = conn.execute(
-        "SELECT stat FROM message_parts WHERE message_id = ? AND reported AND NOT delivered"
-        " ORDER BY part_no LIMIT 1",
-        (message_id,),
-    ).fetchone()
-    carrier_msgid, reported_part, delivered_part, stat, reported_at = conn.execute(
-        "SELECT carrier_msgid, reported, delivered, stat, reported_at FROM message_parts"
-        " WHERE message_id = ? AND part_no = ?",
-        (message_id, part_no),
-    ).fetchone()
+    ).fetchall()
+    reported = delivered = failed = 0
+    failed_stat: str | None = None  # of the first part (by number) reported not delivered
+    part: PartRecord | None = None
+    for number, carrier_msgid, was_reported, was_delivered, stat, reported_at in rows:
+        if was_reported:
+            reported += 1
+            if was_delivered:
+                delivered += 1
+            else:
+                if not failed:
+                    failed_stat = stat
+                failed += 1
+        if number == part_no:
+            part = PartRecord(
+                number, carrier_msgid, bool(was_reported), bool(was_delivered), stat, reported_at
+            )
+    if part is None:
+        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
     return PartMatch(
         message=_message(message),
         part_no=part_no,
-        part=PartRecord(
-            part_no, carrier_msgid, bool(reported_part), bool(delivered_part), stat, reported_at
-        ),
-        parts=int(parts),
-        reported=int(reported),
-        delivered=int(delivered),
-        failed_stat=None if failed is None else failed[0],
+        part=part,
+        parts=len(rows),
+        reported=reported,
+        delivered=delivered,
+        failed_stat=failed_stat,
         duplicate=duplicate,
     )
 

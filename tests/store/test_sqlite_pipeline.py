@@ -460,3 +460,43 @@ async def test_claim_stays_fast_with_a_large_backlog(store: SqliteStore, db_path
     # next_attempt_at runs over a permutation of NOW .. NOW + backlog - 1: the 100 earliest
     assert [m.next_attempt_at_ms for m in claimed] == [NOW + n for n in range(100)]
     assert await store.next_due_at() == NOW + 100
+
+
+async def test_overdue_submitted_finds_rows_waiting_too_long_for_a_report(
+    store: SqliteStore,
+) -> None:
+    old = await claim_one(store, "old")
+    recent = await claim_one(store, "recent")
+    waiting = await claim_one(store, "still-submitting")
+    await store.apply([submitting(old.id), submitted(old.id, "o1")])
+    await store.apply(
+        [
+            submitting(recent.id),
+            attrs.evolve(submitted(recent.id, "r1", carrier_msgid="c2"), submitted_at_ms=NOW + 50),
+        ]
+    )
+    await store.apply([submitting(waiting.id)])
+    assert [m.msgid for m in await store.overdue_submitted(NOW + 10, 10)] == ["old"]
+    overdue = await store.overdue_submitted(NOW + 100, 10)
+    assert [m.msgid for m in overdue] == ["old", "recent"]
+    assert all(m.state is State.SUBMITTED for m in overdue)
+    assert len(await store.overdue_submitted(NOW + 100, 1)) == 1
+
+
+async def test_a_version_1_database_is_migrated(db_path: Path) -> None:
+    from smsgw.store.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(str(db_path))
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(db_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        assert await store.overdue_submitted(NOW, 10) == []
+        nursery.cancel_scope.cancel()
+    indexes = {name for (name,) in rows(db_path, "SELECT name FROM sqlite_master")}
+    assert "messages_awaiting_report" in indexes
