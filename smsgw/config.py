@@ -83,6 +83,7 @@ class Config:
     max_schedule: float = 30 * 86400.0
     max_retries: int = 3
     retry_backoff: float = 10.0
+    report_timeout: float = 3 * 86400.0
     read_timeout: float = 10.0
     idle_timeout: float = 30.0
     max_connections: int = 1024
@@ -325,6 +326,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     read("SMSGW_MAX_SCHEDULE", "max_schedule", _positive_duration)
     read("SMSGW_MAX_RETRIES", "max_retries", _int_at_least(0, 100))
     read("SMSGW_RETRY_BACKOFF", "retry_backoff", _positive_duration)
+    read("SMSGW_REPORT_TIMEOUT", "report_timeout", _positive_duration)
     read("SMSGW_READ_TIMEOUT", "read_timeout", _positive_duration)
     read("SMSGW_IDLE_TIMEOUT", "idle_timeout", _positive_duration)
     read("SMSGW_MAX_CONNECTIONS", "max_connections", _int_at_least(1))

@@ -6,10 +6,12 @@ the backlog: the dispatcher claims (`Store.claim_due`) only as many due rows as 
 has room for.
 
 A sender makes each attempt durable as SUBMITTING *before* handing the message to the
-carrier, then records the outcome. After a crash the store hands the SUBMITTING rows back
-(`Store.recover`) and `run()` decides them before anything is sent: a verification code
-(msgtype 2) is failed with stat UNKNOWN, never resent; a notification (msgtype 1) is sent
-again as a new attempt while it has attempts left.
+carrier, then records the outcome: in the same write as its next message's SUBMITTING when
+one is waiting (one write a message under load), else on its own at once. After a crash
+the store hands the SUBMITTING rows back (`Store.recover`) and `run()` decides them before
+anything is sent: a verification code (msgtype 2) is failed with stat UNKNOWN, never
+resent; a notification (msgtype 1) is sent again as a new attempt while it has attempts
+left.
 
 Every final outcome writes its A002 outbox item in the same `Store.apply` as the state
 change, and only a transition out of SUBMITTING (sender, recovery) or SUBMITTED (report
@@ -35,8 +37,7 @@ import collections
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -85,7 +86,6 @@ POLL_INTERVAL_S: Final = 1.0  # the dispatcher looks at the store at least this 
 RECORD_TIMEOUT_S: Final = 10.0  # an outcome write is shielded from cancellation this long
 RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply at start-up
 REPORT_BATCH: Final = 256  # reports recorded together (one group commit)
-INBOX_SIZE: Final = 1024
 MAX_UNMATCHED: Final = 100_000  # reports kept while their submit is not recorded yet
 UNMATCHED_TTL_S: Final = 600.0
 
@@ -119,11 +119,7 @@ class PipelineStats:
     reports_ignored: int = 0  # for a message no longer waiting for its report
 
 
-@attrs.frozen
-class _PartsRecorded:
-    """A sender committed these (normalized) part ids: kept reports may match now."""
-
-    part_ids: tuple[str, ...]
+_Outcome = tuple[str, MessageUpdate]  # (appid, update) of a decided submit
 
 
 @attrs.frozen
@@ -138,13 +134,10 @@ class _Step:
     error: str | None = None
 
 
-@contextmanager
-def _finishing(seconds: float) -> Iterator[trio.CancelScope]:
+def _finishing(seconds: float) -> trio.CancelScope:
     """Shield a write that records what already happened from a shutdown's cancellation,
-    for a bounded time."""
-    with trio.move_on_after(seconds) as scope:
-        scope.shield = True
-        yield scope
+    for a bounded time (a scope to enter; plain, not a generator: it runs per message)."""
+    return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
 
 
 class Pipeline:
@@ -170,7 +163,9 @@ class Pipeline:
         self.carrier = carrier
         self.clock = clock
         self.on_pushes: Callable[[str], None] = lambda appid: None
-        self.capacity = 2 * config.senders
+        # Enough senders to fill the carrier's windows (SMSGW_SENDERS is a floor).
+        self.senders = max(config.senders, carrier.concurrency)
+        self.capacity = 2 * self.senders
         self.stats = PipelineStats()
         self._apps = {app.appid: app for app in config.apps}
         self._rng = rng or random.Random()
@@ -185,9 +180,6 @@ class Pipeline:
         self._queue_send, self._queue_receive = trio.open_memory_channel[MessageRecord](
             self.capacity
         )
-        self._inbox_send, self._inbox_receive = trio.open_memory_channel[
-            DeliveryReport | _PartsRecorded
-        ](INBOX_SIZE)
         # normalized id → (trio time kept, report); insertion order = age order
         self._unmatched: collections.OrderedDict[str, tuple[float, DeliveryReport]] = (
             collections.OrderedDict()
@@ -196,6 +188,10 @@ class Pipeline:
         self._unrecorded: list[DeliveryReport] = []  # reports a store error left unrecorded
         self._unapplied: list[tuple[str, MessageUpdate]] = []  # updates a store error left
         self._consumer_busy = False
+        # Part ids senders committed while a kept report might be waiting for them.
+        self._recorded_parts: list[tuple[str, ...]] = []
+        self._consumer_wait: trio.CancelScope | None = None  # the idle consumer's wait
+        self._reports_ended = False  # the carrier closed its reports channel
 
     # ------------------------------------------------------------------ control
 
@@ -221,10 +217,9 @@ class Pipeline:
         self._started = True
         await self._recover()
         async with trio.open_nursery() as reports:
-            reports.start_soon(self._forward_reports)
             reports.start_soon(self._consume_reports)
             async with trio.open_nursery() as workers:
-                for _ in range(self.config.senders):
+                for _ in range(self.senders):
                     workers.start_soon(self._sender, self._queue_receive.clone())
                 workers.start_soon(self._dispatch)
                 task_status.started()
@@ -377,35 +372,63 @@ class Pipeline:
     # ------------------------------------------------------------------ senders
 
     async def _sender(self, receive: trio.MemoryReceiveChannel[MessageRecord]) -> None:
+        # The outcome of this sender's last submit while it is not written yet. Under load it
+        # goes in the same store.apply as the next message's SUBMITTING (one write and one
+        # wait a message instead of two); with no message waiting, on its own at once.
+        unrecorded: _Outcome | None = None
         async with receive:
-            async for record in receive:
-                self._space.set()
-                if self._stopping:
-                    await self._requeue([record])
-                    continue
-                try:
-                    await self._send_one(record)
-                except StoreError as exc:
-                    log.error("message %d: store error: %s", record.id, exc)
-                except Exception:
-                    # A bug must cost this message (decided at the next start), not the
-                    # pipeline.
-                    log.exception("message %d: sender failed", record.id)
+            try:
+                while True:
+                    try:
+                        # Under load a row is waiting: take it without a trip through the
+                        # scheduler (_send_one's writes are the checkpoints).
+                        record = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        if unrecorded is not None:
+                            outcome, unrecorded = unrecorded, None
+                            await self._record_outcome(outcome)
+                        try:
+                            record = await receive.receive()
+                        except trio.EndOfChannel:
+                            return
+                    except trio.EndOfChannel:
+                        return
+                    if not self._space.is_set():
+                        self._space.set()
+                    previous, unrecorded = unrecorded, None
+                    if self._stopping:
+                        if previous is not None:
+                            await self._record_outcome(previous)
+                        await self._requeue([record])
+                        continue
+                    try:
+                        unrecorded = await self._send_one(record, previous)
+                    except StoreError as exc:
+                        log.error("message %d: store error: %s", record.id, exc)
+                    except Exception:
+                        # A bug must cost this message (decided at the next start), not the
+                        # pipeline.
+                        log.exception("message %d: sender failed", record.id)
+            finally:
+                if unrecorded is not None:
+                    await self._record_outcome(unrecorded)
 
-    async def _send_one(self, record: MessageRecord) -> None:
+    async def _send_one(self, record: MessageRecord, previous: _Outcome | None) -> _Outcome:
+        """Submit one message; return its outcome, for the caller to record. `previous`, the
+        sender's last outcome not recorded yet, is recorded with this one's SUBMITTING."""
         attempt = record.attempts + 1
         started = self.clock.now_ms()
-        # Durable BEFORE the carrier sees it: after a crash this row is known to be in doubt.
-        await self.store.apply(
-            [
-                MessageUpdate(
-                    record.id,
-                    State.SUBMITTING,
-                    HistoryEvent(EventKind.SUBMITTING, started, attempt),
-                    attempts=attempt,
-                )
-            ]
+        submitting = MessageUpdate(
+            record.id,
+            State.SUBMITTING,
+            HistoryEvent(EventKind.SUBMITTING, started, attempt),
+            attempts=attempt,
         )
+        # Durable BEFORE the carrier sees it: after a crash this row is known to be in doubt.
+        if previous is None:
+            await self.store.apply([submitting])
+        else:
+            await self._record_with_submitting(previous, (record.appid, submitting))
         sms = OutboundSms(
             message_id=record.id,
             appid=record.appid,
@@ -424,13 +447,39 @@ class Pipeline:
         except Exception as exc:
             log.exception("message %d: carrier %s failed", record.id, self.carrier.name)
             outcome = SubmitError(SubmitErrorKind.IN_DOUBT, "CARRIER_ERROR", repr(exc))
-        update = self._decide(record, attempt, started, outcome)
-        with _finishing(RECORD_TIMEOUT_S):
-            await self._apply([(record.appid, update)])
-            if update.state is State.ACCEPTED and update.next_attempt_at_ms is not None:
-                self._due_at(update.next_attempt_at_ms)
-            if update.part_ids and update.state is State.SUBMITTED:
-                await self._parts_recorded(update.part_ids)
+        return record.appid, self._decide(record, attempt, started, outcome)
+
+    async def _record_with_submitting(self, previous: _Outcome, submitting: _Outcome) -> None:
+        """Record a sender's last outcome and its next message's SUBMITTING in one write;
+        raises StoreError when the SUBMITTING could not be written (the message is not to be
+        sent)."""
+        try:
+            # Shielded: the outcome records what already happened.
+            with _finishing(RECORD_TIMEOUT_S):
+                await self._apply([previous, submitting])
+        except StoreError:
+            # All or none: each on its own, so that one's failure does not cost the other.
+            await self._record_outcome(previous)
+            await self.store.apply([submitting[1]])
+            return
+        self._outcome_recorded(previous[1])
+
+    async def _record_outcome(self, outcome: _Outcome) -> None:
+        """Write a submit's outcome; a store error is logged (the row stays SUBMITTING, so the
+        next start decides it as in doubt)."""
+        try:
+            with _finishing(RECORD_TIMEOUT_S):
+                await self._apply([outcome])
+        except StoreError as exc:
+            log.error("message %d: store error: %s", outcome[1].message_id, exc)
+            return
+        self._outcome_recorded(outcome[1])
+
+    def _outcome_recorded(self, update: MessageUpdate) -> None:
+        if update.state is State.ACCEPTED and update.next_attempt_at_ms is not None:
+            self._due_at(update.next_attempt_at_ms)
+        if update.part_ids and update.state is State.SUBMITTED:
+            self._parts_recorded(update.part_ids)
 
     def _decide(
         self,
@@ -542,29 +591,52 @@ class Pipeline:
 
     # ------------------------------------------------------------------ reports
 
-    async def _forward_reports(self) -> None:
-        # Not `async with`: closing the carrier's channel is the carrier's business.
-        async for report in self.carrier.reports():
-            self.stats.reports += 1
-            await self._inbox_send.send(report)
-
-    async def _parts_recorded(self, part_ids: tuple[str, ...]) -> None:
+    def _parts_recorded(self, part_ids: tuple[str, ...]) -> None:
         # Needed only if a report for these ids may have missed them: one is kept, or the
         # consumer is recording reports right now (its lookup may have run before our
         # commit). Any report still to be read will find the parts.
         if self._unmatched or self._consumer_busy or self._rematch:
-            await self._inbox_send.send(_PartsRecorded(part_ids))
+            self._recorded_parts.append(part_ids)
+            if self._consumer_wait is not None:
+                self._consumer_wait.cancel()  # a kept report may match now
+
+    async def _next_report(self) -> list[DeliveryReport]:
+        """Wait for a report from the carrier (in a list), or for senders to record parts
+        (an empty list)."""
+        # Read straight from the carrier's channel: not `async with`, closing it is the
+        # carrier's business.
+        reports = self.carrier.reports()
+        with trio.CancelScope() as self._consumer_wait:
+            try:
+                if not self._reports_ended:
+                    try:
+                        return [await reports.receive()]
+                    except trio.EndOfChannel:
+                        self._reports_ended = True
+                await trio.sleep_forever()
+            finally:
+                self._consumer_wait = None
+        return []
 
     async def _consume_reports(self) -> None:
+        reports = self.carrier.reports()
         while True:
-            batch: list[DeliveryReport | _PartsRecorded] = []
-            if not (self._rematch or self._unrecorded or self._unapplied):
-                batch.append(await self._inbox_receive.receive())
-            while len(batch) < REPORT_BATCH:
+            batch: list[DeliveryReport] = []
+            if not (
+                self._rematch
+                or self._unrecorded
+                or self._unapplied
+                or (self._recorded_parts and self._unmatched)
+            ):
+                batch = await self._next_report()
+            while len(batch) < REPORT_BATCH and not self._reports_ended:
                 try:
-                    batch.append(self._inbox_receive.receive_nowait())
+                    batch.append(reports.receive_nowait())
                 except trio.WouldBlock:
                     break
+                except trio.EndOfChannel:
+                    self._reports_ended = True
+            self.stats.reports += len(batch)
             self._consumer_busy = True
             try:
                 with _finishing(RECORD_TIMEOUT_S):
@@ -576,12 +648,12 @@ class Pipeline:
             finally:
                 self._consumer_busy = False
 
-    async def _process_reports(self, batch: list[DeliveryReport | _PartsRecorded]) -> None:
+    async def _process_reports(self, batch: list[DeliveryReport]) -> None:
         rematched = len(self._rematch)
         reports = [
             *self._rematch,
             *self._unrecorded,
-            *(item for item in batch if isinstance(item, DeliveryReport)),
+            *batch,
         ]
         self._rematch, self._unrecorded = [], []
         normalize = self.carrier.normalize_id
@@ -598,10 +670,13 @@ class Pipeline:
             except StoreError as exc:  # nothing recorded: the report is tried again
                 failures[index] = exc
 
-        # Concurrent, so that the whole batch shares one group commit.
-        async with trio.open_nursery() as nursery:
-            for index in range(len(reports)):
-                nursery.start_soon(record, index)
+        if len(reports) == 1:
+            await record(0)  # no task to start for it
+        elif reports:
+            # Concurrent, so that the whole batch shares one group commit.
+            async with trio.open_nursery() as nursery:
+                for index in range(len(reports)):
+                    nursery.start_soon(record, index)
 
         now = self.clock.now_ms()
         steps: list[tuple[str, MessageUpdate]] = []
@@ -647,9 +722,12 @@ class Pipeline:
             self.stats.finished_late += 1
             finals.append((match.message.appid, self._report_update(match, now)))
 
-        for item in batch:
-            if isinstance(item, _PartsRecorded):
-                for part_id in item.part_ids:
+        # After this batch's unmatched reports were kept: parts recorded while it looked
+        # them up are in the list.
+        recorded, self._recorded_parts = self._recorded_parts, []
+        if self._unmatched:
+            for part_ids in recorded:
+                for part_id in part_ids:
                     kept = self._unmatched.pop(part_id, None)
                     if kept is not None:
                         self._rematch.append(kept[1])

@@ -95,6 +95,7 @@ class ScriptedCarrier:
     ) -> None:
         self.name = "scripted"
         self.gives_reports = gives_reports
+        self.concurrency = 0
         self.default = default
         self.parts = parts
         self.script: dict[str, list[Outcome]] = {}
@@ -203,6 +204,9 @@ class BusyStore:
 
     async def apply(self, updates: Sequence[MessageUpdate]) -> None:
         await busy(lambda: self.inner.apply(updates))
+
+    async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
+        return await busy(lambda: self.inner.overdue_submitted(submitted_before_ms, limit))
 
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         return await busy(lambda: self.inner.find_by_part_id(carrier_msgid))
@@ -953,6 +957,25 @@ async def test_a_huge_backlog_never_puts_more_than_the_channel_in_memory(
     assert counts["delivered"] >= 4
     assert counts["queued"] == counts["submitting"] == 0
     assert counts["accepted"] + counts["delivered"] == 100_000
+
+
+async def test_senders_fill_the_carriers_window_whatever_smsgw_senders_says(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    carrier = ScriptedCarrier(gives_reports=False, default="block")
+    carrier.concurrency = 12  # e.g. SMPP window 6 on 2 binds
+    async with (
+        open_store(tmp_path / "db") as store,
+        running(store, carrier, config(senders=4)) as pipeline,
+    ):
+        await insert(store, pipeline, *(message(f"m{number}") for number in range(40)))
+        await until(lambda: carrier.in_flight == 12)
+        await trio.sleep(5)
+        assert carrier.in_flight == 12
+        assert (pipeline.senders, pipeline.capacity) == (12, 24)
+        carrier.release.set()
+        for number in range(40):
+            await final(store, f"m{number}")
 
 
 async def test_stop_finishes_the_submits_in_flight_and_requeues_the_rest(

@@ -69,8 +69,8 @@ class DeliveryReport:
 class Carrier(Protocol):
     """An upstream operator connection.
 
-    `name` and `gives_reports` are read-only properties so that an implementation may hold
-    them as plain attributes or compute them.
+    `name`, `gives_reports` and `concurrency` are read-only properties so that an
+    implementation may hold them as plain attributes or compute them.
     """
 
     @property
@@ -79,6 +79,13 @@ class Carrier(Protocol):
     @property
     def gives_reports(self) -> bool:
         """False: "accepted by the operator" is final (A002 status 1)."""
+        ...
+
+    @property
+    def concurrency(self) -> int:
+        """How many submits the carrier can have in flight at once (SMPP: window × binds),
+        0 when it sets no such limit. The pipeline runs at least this many senders, so that
+        a window is never left part empty for want of them."""
         ...
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -201,6 +201,7 @@ class SimCarrier:
         self.config = config
         self.name = "sim"
         self.gives_reports = config.dlr_delay is not None
+        self.concurrency = 0  # no window: as many submits at once as the pipeline sends
         self.received = 0  # submits that reached the operator (logged ones)
         self._now_ms = now_ms
         self._rng = random.Random(config.seed)

@@ -332,6 +332,10 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=FULL")  # durable when COMMIT returns
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            # The sub-journals that let each op's SAVEPOINT roll back alone live in memory
+            # (at most one op's pages: emptied at each RELEASE), not in a temporary file:
+            # otherwise a dozen or more write() calls for every message sent.
+            conn.execute("PRAGMA temp_store=MEMORY")
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()

@@ -63,7 +63,6 @@ from smsgw.carriers.smpp.codec import (
     DeliverSm,
     MessageState,
     Pdu,
-    SubmitSm,
     SubmitSmResp,
     describe_status,
     encode_pdu,
@@ -179,6 +178,7 @@ class SmppCarrier:
         self.config = config
         self.name = "smpp"
         self.gives_reports = config.gives_reports
+        self.concurrency = config.window * config.binds  # submit_sm outstanding at most
         self._now_ms = now_ms
         self._reports_send, self._reports_receive = trio.open_memory_channel[DeliveryReport](
             report_buffer
@@ -190,6 +190,7 @@ class SmppCarrier:
                 config,
                 index,
                 on_delivery=self._on_delivery,
+                on_delivery_nowait=self._on_delivery_nowait,
                 on_state_change=self._state_changed,
                 connect=connect,
             )
@@ -254,13 +255,14 @@ class SmppCarrier:
             pdus = build_submits(
                 self.config, phone=sms.phone, text=sms.text, reference=self._reference
             )
-            for pdu in pdus:
-                encode_pdu(pdu)  # any field the codec refuses fails here, before a part is sent
+            # Any field the codec refuses fails here, before a part is sent; the bytes are
+            # what goes on the wire (the session only writes the sequence number in).
+            parts = [encode_pdu(pdu) for pdu in pdus]
         except ValueError as error:
             raise SmppSubmitError(SubmitErrorKind.PERMANENT, STAT_BAD_MESSAGE, str(error)) from None
         self._inflight += 1
         try:
-            return await self._submit_parts(pdus)
+            return await self._submit_parts(parts)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
@@ -286,6 +288,9 @@ class SmppCarrier:
         self._state_event = trio.Event()
 
     def _pick_session(self) -> SmppSession | None:
+        if len(self.sessions) == 1:
+            only = self.sessions[0]
+            return only if only.bound else None
         bound = [session for session in self.sessions if session.bound]
         if not bound:
             return None
@@ -293,7 +298,7 @@ class SmppCarrier:
         rotated = bound[self._turn :] + bound[: self._turn]
         return max(rotated, key=lambda session: session.load)
 
-    async def _submit_parts(self, pdus: list[SubmitSm]) -> SubmitAccepted:
+    async def _submit_parts(self, pdus: list[bytes]) -> SubmitAccepted:
         session, response = await self._submit_first(pdus[0])
         accepted: tuple[str, ...] = (self._accepted_id(response, ()),)
         for pdu in pdus[1:]:
@@ -311,7 +316,7 @@ class SmppCarrier:
             accepted += (self._accepted_id(response, accepted),)
         return SubmitAccepted(carrier_msgid=accepted[0], part_ids=accepted)
 
-    async def _submit_first(self, pdu: SubmitSm) -> tuple[SmppSession, Pdu]:
+    async def _submit_first(self, pdu: bytes) -> tuple[SmppSession, Pdu]:
         deadline = trio.current_time() + self.config.bind_wait
         while True:
             if self._closing:
@@ -354,7 +359,7 @@ class SmppCarrier:
 
     def _accepted_id(self, response: Pdu, accepted: tuple[str, ...]) -> str:
         status = response.command_status
-        if isinstance(response, SubmitSmResp) and status == codec.ESME_ROK:
+        if status == codec.ESME_ROK and isinstance(response, SubmitSmResp):
             if not response.message_id:
                 log.warning("smpp submit_sm_resp without a message_id: reports cannot match")
             return response.message_id
@@ -377,6 +382,39 @@ class SmppCarrier:
         return self._now_ms()
 
     async def _on_delivery(self, pdu: DeliverSm | DataSm) -> int:
+        outcome = self._delivery_outcome(pdu)
+        if isinstance(outcome, int):
+            return outcome
+        try:
+            await self._reports_send.send(outcome)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return self._report_not_taken(outcome)
+        return codec.ESME_ROK
+
+    def _on_delivery_nowait(self, pdu: DeliverSm | DataSm) -> int | None:
+        """`_on_delivery` when it need not wait; None when the reports channel is full (the
+        session then hands the PDU to `_on_delivery`, which works it out again)."""
+        outcome = self._delivery_outcome(pdu)
+        if isinstance(outcome, int):
+            return outcome
+        try:
+            self._reports_send.send_nowait(outcome)
+        except trio.WouldBlock:
+            return None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return self._report_not_taken(outcome)
+        return codec.ESME_ROK
+
+    def _report_not_taken(self, report: DeliveryReport) -> int:
+        # Nobody reads reports any more (shutting down): let the SMSC send it again.
+        log.warning(
+            "smpp: report for %s not taken (closing); SMSC will resend", report.carrier_msgid
+        )
+        return codec.ESME_RX_T_APPN
+
+    def _delivery_outcome(self, pdu: DeliverSm | DataSm) -> int | DeliveryReport:
+        """What a deliver_sm / data_sm comes to: the status to answer it with at once, or
+        the report to put in the reports channel before answering ESME_ROK."""
         try:
             receipt = receipt_from_pdu(pdu)
         except Exception:
@@ -389,36 +427,32 @@ class SmppCarrier:
                 log.info("smpp: notification with esm_class 0x%02X acknowledged", pdu.esm_class)
                 return codec.ESME_ROK
             return self._on_mo(pdu)
-        return await self._on_receipt(pdu, receipt)
+        return self._on_receipt(pdu, receipt)
 
-    async def _on_receipt(self, pdu: DeliverSm | DataSm, receipt: DeliveryReceipt) -> int:
+    def _on_receipt(
+        self, pdu: DeliverSm | DataSm, receipt: DeliveryReceipt
+    ) -> int | DeliveryReport:
         message_id = receipt.message_id or ""
         if pdu.tlvs.receipted_message_id is None:
             message_id = receipt_id_in_submit_form(message_id, self.config.receipt_id)
         if not message_id.strip():
             log.warning("smpp: receipt without a message id acknowledged and ignored: %r", pdu)
             return codec.ESME_ROK
+        state = receipt.state
         if (
             pdu.esm_class & ESM_CLASS_TYPE_MASK == ESM_CLASS_INTERMEDIATE
-            or receipt.state is MessageState.ENROUTE
+            or state is MessageState.ENROUTE
         ):
             log.debug("smpp: intermediate receipt for %s (%s)", message_id, receipt.stat_word)
             return codec.ESME_ROK
-        delivered = receipt.is_delivered
-        report = DeliveryReport(
+        delivered = state is MessageState.DELIVERED
+        return DeliveryReport(
             carrier_msgid=message_id,
             delivered=delivered,
             stat=receipt.stat_word,
             error=None if delivered else _receipt_error(receipt),
             at_ms=self._wall_clock_ms(),
         )
-        try:
-            await self._reports_send.send(report)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            # Nobody reads reports any more (shutting down): let the SMSC send it again.
-            log.warning("smpp: report for %s not taken (closing); SMSC will resend", message_id)
-            return codec.ESME_RX_T_APPN
-        return codec.ESME_ROK
 
     def _on_mo(self, pdu: DeliverSm | DataSm) -> int:
         udh, body = _split_udh(pdu.payload, pdu.esm_class)

@@ -236,6 +236,8 @@ class _Reader:
         return value
 
     def tlvs(self) -> Tlvs:
+        if self._pos >= len(self._data):
+            return _NO_TLVS  # the usual case for responses: no Tlvs object to build
         known: dict[str, Any] = {}
         unknown: list[RawTlv] = []
         data = self._data
@@ -1042,3 +1044,15 @@ class SmppConnection:
             raise ValueError(f"{pdu.command_id.name.lower()} is a response, not a request")
         numbered = attrs.evolve(pdu, sequence_number=self.next_sequence())
         return numbered, encode_pdu(numbered)
+
+    def number_request(self, data: bytes) -> tuple[int, bytes]:
+        """`send_request` for a request already encoded (`encode_pdu`, whatever sequence
+        number it holds): returns the fresh sequence number and the bytes carrying it, so a
+        PDU encoded once (to check it) need not be built and encoded again."""
+        if len(data) < HEADER_LENGTH:
+            raise ValueError(f"{len(data)} octets cannot hold a PDU header")
+        (command_id,) = _U32.unpack_from(data, 4)
+        if command_id & _RESPONSE_BIT:
+            raise ValueError(f"command_id 0x{command_id:08X} is a response, not a request")
+        sequence = self.next_sequence()
+        return sequence, data[:12] + _U32.pack(sequence) + data[HEADER_LENGTH:]

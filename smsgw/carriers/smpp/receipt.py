@@ -30,6 +30,14 @@ _KEY = re.compile(
     r"(?<!\S)(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text)\s*:",
     re.IGNORECASE,
 )
+# The Appendix B layout exactly (lower-case keys, one space apart, every value a single word,
+# text optional): what nearly every SMSC sends. A text it matches gives the same fields as
+# the general parse above, in one match instead of a search per key and a slice per value.
+_STANDARD = re.compile(
+    r"id:(\S*) sub:(\S*) dlvrd:(\S*) submit date:(\S*) done date:(\S*) stat:(\S*) err:(\S*)"
+    r"(?: text:(.*))?",
+    re.DOTALL,
+)
 
 _STAT_STATES = {
     "ENROUTE": MessageState.ENROUTE,
@@ -108,11 +116,18 @@ class DeliveryReceipt:
 
 
 def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value is not None and value.isdigit() else None
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return int(value) if value is not None and value.isdecimal() else None
 
 
-def parse_receipt_text(text: str) -> DeliveryReceipt:
-    """The fields of a receipt text; absent or empty fields are None."""
+# id, sub, dlvrd, submit date, done date, stat, err, text: None when absent or empty.
+_Fields = tuple[
+    str | None, str | None, str | None, str | None, str | None, str | None, str | None, str | None
+]
+
+
+def _general_fields(text: str) -> _Fields:
+    """Any layout: each key found where a word starts, its value running to the next key."""
     values: dict[str, str | None] = {}
     matches = list(_KEY.finditer(text))
     for index, match in enumerate(matches):
@@ -123,16 +138,60 @@ def parse_receipt_text(text: str) -> DeliveryReceipt:
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         value = text[match.end() : end].strip()
         values.setdefault(key, value or None)
-    stat = values.get("stat")
+    get = values.get
+    return (
+        get("id"),
+        get("sub"),
+        get("dlvrd"),
+        get("submitdate"),
+        get("donedate"),
+        get("stat"),
+        get("err"),
+        get("text"),
+    )
+
+
+def _fields(text: str) -> _Fields:
+    standard = _STANDARD.fullmatch(text)
+    if standard is None:
+        return _general_fields(text)
+    id_, sub, dlvrd, submit_date, done_date, stat, err, body = standard.groups()
+    return (
+        id_ or None,
+        sub or None,
+        dlvrd or None,
+        submit_date or None,
+        done_date or None,
+        stat or None,
+        err or None,
+        body,
+    )
+
+
+def parse_receipt_text(text: str) -> DeliveryReceipt:
+    """The fields of a receipt text; absent or empty fields are None."""
+    return _receipt(text, None, None, None)
+
+
+def _receipt(
+    text: str,
+    message_id: str | None,
+    message_state: int | None,
+    network_error: NetworkErrorCode | None,
+) -> DeliveryReceipt:
+    """The receipt of a text, with the TLVs' values (an id given replaces the text's)."""
+    id_, sub, dlvrd, submit_date, done_date, stat, err, body = _fields(text)
     return DeliveryReceipt(
-        message_id=values.get("id"),
-        submitted=_int_or_none(values.get("sub")),
-        delivered=_int_or_none(values.get("dlvrd")),
-        submit_date=values.get("submitdate"),
-        done_date=values.get("donedate"),
+        message_id=message_id or id_,
+        submitted=_int_or_none(sub),
+        delivered=_int_or_none(dlvrd),
+        submit_date=submit_date,
+        done_date=done_date,
         stat=stat.upper() if stat else None,
-        err=values.get("err"),
-        text=values.get("text"),
+        err=err,
+        text=body,
+        message_state=message_state,
+        network_error=network_error,
     )
 
 
@@ -164,10 +223,4 @@ def receipt_from_pdu(pdu: ShortMessagePdu | DataSm) -> DeliveryReceipt | None:
         if pdu.data_coding == DataCoding.UCS2
         else payload.decode("latin-1")
     )
-    parsed = parse_receipt_text(text)
-    return attrs.evolve(
-        parsed,
-        message_id=tlvs.receipted_message_id or parsed.message_id,
-        message_state=tlvs.message_state,
-        network_error=tlvs.network_error_code,
-    )
+    return _receipt(text, tlvs.receipted_message_id, tlvs.message_state, tlvs.network_error_code)

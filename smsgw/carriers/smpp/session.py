@@ -3,10 +3,12 @@
 An `SmppSession` owns one bind: one transceiver connection (``bind=trx``) or a transmitter
 plus a receiver connection (``bind=tx+rx``), each a `Link` (stream + sans-IO
 `SmppConnection` + the requests waiting for their responses). While the bind lives, one task
-group runs a reader per link, an enquire_link keeper per link, a delivery worker, and a
-watcher that ends the group when any link is lost; then every request in flight fails
-(`LinkLost`: the caller cannot know whether the SMSC got it) and the session binds again
-after a backoff (`reconnect_min` doubling, with jitter, up to `reconnect_max`).
+group runs per link a reader, a writer (every PDU queued since its last write goes out in
+one `send_all`), a response-timeout keeper and an enquire_link keeper, plus a delivery
+worker and a watcher that ends the group when any link is lost; then every request in
+flight fails (`LinkLost`: the caller cannot know whether the SMSC got it; `NotSent` for one
+still queued) and the session binds again after a backoff (`reconnect_min` doubling, with
+jitter, up to `reconnect_max`).
 
 - Window: at most ``window`` submit_sm outstanding per bind (a semaphore); responses are
   matched by sequence number; no response within ``response_timeout`` → `ResponseTimeout`.
@@ -15,12 +17,15 @@ after a backoff (`reconnect_min` doubling, with jitter, up to `reconnect_max`).
 - enquire_link every ``enquire_link`` seconds on each link; no answer within
   ``response_timeout`` → the link is dead: closed, rebound. The SMSC's own enquire_link and
   unbind are answered (an unbind also ends the link: the session binds again).
-- deliver_sm / data_sm go to a delivery worker, which hands them to the carrier's callback and
-  then ALWAYS answers (with the status the callback gives, ESME_ROK when it fails). The
-  answer follows the hand-off, so a full reports channel holds the SMSC back: it stops
-  when its own window of unanswered deliver_sm is full. Up to INBOUND_BUFFER (64) of them
-  wait without stopping this link's reader (submit_sm_resp and enquire_link_resp keep
-  flowing); an SMSC with a larger window is then held back by the reader as well.
+- deliver_sm / data_sm are handed to the carrier's callback and then ALWAYS answered (with
+  the status the callback gives, ESME_ROK when it fails). The reader does it at once when
+  the callback need not wait (`on_delivery_nowait`) and no earlier one is still with the
+  delivery worker (answers keep the SMSC's order); otherwise the delivery worker does,
+  waiting as long as the callback does. The answer follows the hand-off, so a full reports
+  channel holds the SMSC back: it stops when its own window of unanswered deliver_sm is
+  full. Up to INBOUND_BUFFER (64) of them wait without stopping this link's reader
+  (submit_sm_resp and enquire_link_resp keep flowing); an SMSC with a larger window is then
+  held back by the reader as well.
 - A malformed request from the SMSC is answered with a generic_nack carrying the codec's
   status, and logged. A malformed *response* is not nacked (the SMSC would take the nack for
   an answer to its own request with that sequence number); the request it answered fails
@@ -51,13 +56,12 @@ PERMANENT   ESME_RINVMSGLEN, ESME_RINVCMDLEN, ESME_RINVCMDID, ESME_RINVPRTFLG,
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-import attrs
 import trio
 
 from smsgw.carriers.base import SubmitErrorKind
@@ -70,6 +74,7 @@ from smsgw.carriers.smpp.codec import (
     BindResp,
     BindTransceiver,
     BindTransmitter,
+    CommandId,
     DataSm,
     DeliverSm,
     EnquireLink,
@@ -185,6 +190,8 @@ class _BindFailed(Exception):
 Connect = Callable[[str, int], Awaitable[trio.abc.Stream]]
 # Gets each deliver_sm / data_sm; returns the command_status to answer it with.
 DeliveryHandler = Callable[[DeliverSm | DataSm], Awaitable[int]]
+# The same without waiting: None when it would have to wait (then DeliveryHandler gets it).
+DeliveryHandlerNowait = Callable[[DeliverSm | DataSm], int | None]
 
 
 async def open_tcp(host: str, port: int) -> trio.abc.Stream:
@@ -205,7 +212,7 @@ class _Pending:
         "written",
     )
 
-    def __init__(self, command: CommandId, timeout: float) -> None:
+    def __init__(self, command: int, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
         self.deadline = trio.current_time() + timeout
@@ -362,12 +369,9 @@ class Link:
         if self.lost is not None:
             raise NotSent(self.lost)
         sequence, numbered = self.codec.number_request(data)
-        command = CommandId(_U32.unpack_from(data, 4)[0])
-        return await self._exchange(sequence, numbered, command, timeout)
+        return await self._exchange(sequence, numbered, int.from_bytes(data[4:8]), timeout)
 
-    async def _exchange(
-        self, sequence: int, data: bytes, command: CommandId, timeout: float
-    ) -> Pdu:
+    async def _exchange(self, sequence: int, data: bytes, command: int, timeout: float) -> Pdu:
         pending = _Pending(command, timeout)
         self._pending[sequence] = pending
         self._queue(data, pending)
@@ -431,9 +435,9 @@ class Link:
                         earliest = pending.deadline
                 for sequence, pending in expired:
                     del self._pending[sequence]
+                    command = CommandId(pending.command).name.lower()
                     pending.failure = ResponseTimeout(
-                        f"no answer to {pending.command.name.lower()} (sequence {sequence}) "
-                        f"within {pending.timeout:g} s"
+                        f"no answer to {command} (sequence {sequence}) within {pending.timeout:g} s"
                     )
                     pending.finish()
                 if earliest == math.inf:
@@ -470,6 +474,7 @@ class SmppSession:
         index: int,
         *,
         on_delivery: DeliveryHandler,
+        on_delivery_nowait: DeliveryHandlerNowait | None = None,
         on_state_change: Callable[[], None] = lambda: None,
         connect: Connect = open_tcp,
     ) -> None:
@@ -480,6 +485,8 @@ class SmppSession:
         self.binds = 0  # successful binds so far
         self.max_in_flight = 0  # the most submit_sm ever outstanding at once on this bind
         self._on_delivery = on_delivery
+        self._on_delivery_nowait = on_delivery_nowait
+        self._handed_to_worker = 0  # deliver_sm given to the delivery worker, not answered yet
         self._on_state_change = on_state_change
         self._connect = connect
         self._window = trio.Semaphore(config.window)
@@ -516,29 +523,41 @@ class SmppSession:
 
     # -- submitting ------------------------------------------------------------------------
 
-    async def submit(self, pdu: SubmitSm) -> Pdu:
-        """Send one submit_sm and return the SMSC's answer (submit_sm_resp or generic_nack,
-        whatever its status). Raises NotSent, LinkLost or ResponseTimeout."""
+    async def submit(self, pdu: SubmitSm | bytes) -> Pdu:
+        """Send one submit_sm (a PDU, or its `encode_pdu` bytes) and return the SMSC's answer
+        (submit_sm_resp or generic_nack, whatever its status). Raises NotSent, LinkLost or
+        ResponseTimeout."""
         if not self.bound:
             raise NotSent("not bound")
-        self._queued += 1
-        try:
-            await self._before_send(self._window.acquire())
-        finally:
-            self._queued -= 1
+        window = self._window
+        if window.value:
+            # A free slot means nobody waits for one (release hands it to a waiter), so
+            # taking it at once is fair; the request below is the checkpoint.
+            window.acquire_nowait()
+        else:
+            self._queued += 1
+            try:
+                await self._before_send(window.acquire())
+            finally:
+                self._queued -= 1
         self._in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        if self._in_flight > self.max_in_flight:
+            self.max_in_flight = self._in_flight
         try:
-            slot = self.pacer.reserve(trio.current_time())
-            if slot > trio.current_time():
+            now = trio.current_time()
+            slot = self.pacer.reserve(now)
+            if slot > now:
                 await self._before_send(trio.sleep_until(slot))
             link = self._tx
             if self._stopping or link is None or not link.alive:
                 raise NotSent("the bind was lost before sending")
-            response = await link.request(pdu, self.config.response_timeout)
+            if isinstance(pdu, bytes):
+                response = await link.request_encoded(pdu, self.config.response_timeout)
+            else:
+                response = await link.request(pdu, self.config.response_timeout)
         finally:
             self._in_flight -= 1
-            self._window.release()
+            window.release()
         status = response.command_status
         if status in THROTTLING_STATUSES:
             slowed_before = self.pacer.rate
@@ -748,10 +767,13 @@ class SmppSession:
         inbound_send, inbound_receive = trio.open_memory_channel[tuple[Link, DeliverSm | DataSm]](
             INBOUND_BUFFER
         )
+        self._handed_to_worker = 0
         try:
             async with trio.open_nursery() as nursery:
                 for link in links:
                     nursery.start_soon(self._watch, link, nursery.cancel_scope)
+                    nursery.start_soon(link.write_loop)
+                    nursery.start_soon(link.expire_loop)
                     nursery.start_soon(self._read_loop, link, inbound_send)
                     if self.config.enquire_link > 0:
                         nursery.start_soon(self._keep_alive, link)
@@ -804,7 +826,7 @@ class SmppSession:
             try:
                 event = link.codec.next_event()
             except SmppPduError as error:
-                await self._malformed(link, error)
+                self._malformed(link, error)
                 continue
             except SmppFramingError as error:
                 log.warning(
@@ -812,15 +834,16 @@ class SmppSession:
                     link.name,
                     error.message,
                 )
+                link.send_nowait(generic_nack_for(error))
                 with trio.move_on_after(NACK_TIMEOUT):
-                    await self._send_quietly(link, generic_nack_for(error))
+                    await link.flush()
                 link.lose(f"framing error: {error.message}")
                 return False
             if event is NEED_DATA:
                 return True
             await self._dispatch(link, event, inbound)
 
-    async def _malformed(self, link: Link, error: SmppPduError) -> None:
+    def _malformed(self, link: Link, error: SmppPduError) -> None:
         status = describe_status(error.command_status)
         if error.command_id is not None and error.command_id & 0x80000000:
             log.warning(
@@ -840,7 +863,7 @@ class SmppSession:
             error.message,
             status,
         )
-        await self._send_quietly(link, generic_nack_for(error))
+        link.send_nowait(generic_nack_for(error))
 
     async def _dispatch(
         self,
@@ -857,14 +880,28 @@ class SmppSession:
                     pdu.sequence_number,
                 )
             return
-        if isinstance(pdu, EnquireLink):
-            await self._send_quietly(link, response_for(pdu))
+        if isinstance(pdu, DeliverSm | DataSm):
+            # Handled here when it can be at once and nothing handed to the worker before it
+            # is still unanswered (the answers keep the order the SMSC sent in).
+            if self._on_delivery_nowait is not None and not self._handed_to_worker:
+                try:
+                    status = self._on_delivery_nowait(pdu)
+                except Exception:
+                    log.exception("%s: error handling %r; acknowledged anyway", link.name, pdu)
+                    status = codec.ESME_ROK
+                if status is not None:
+                    link.send_nowait(response_for(pdu, status))
+                    return
+            self._handed_to_worker += 1
+            await inbound.send((link, pdu))
+        elif isinstance(pdu, EnquireLink):
+            link.send_nowait(response_for(pdu))
         elif isinstance(pdu, Unbind):
             log.warning("%s: the SMSC unbound", link.name)
-            await self._send_quietly(link, response_for(pdu))
+            link.send_nowait(response_for(pdu))
+            with trio.move_on_after(NACK_TIMEOUT):
+                await link.flush()
             link.lose("the SMSC unbound")
-        elif isinstance(pdu, DeliverSm | DataSm):
-            await inbound.send((link, pdu))
         else:
             log.warning(
                 "%s: the SMSC sent %s, which an ESME does not accept: refused",
@@ -877,7 +914,7 @@ class SmppSession:
                 refusal = GenericNack(
                     sequence_number=pdu.sequence_number, command_status=codec.ESME_RINVCMDID
                 )
-            await self._send_quietly(link, refusal)
+            link.send_nowait(refusal)
 
     async def _deliveries(
         self, inbound: trio.MemoryReceiveChannel[tuple[Link, DeliverSm | DataSm]]
@@ -888,7 +925,9 @@ class SmppSession:
             except Exception:
                 log.exception("%s: error handling %r; acknowledged anyway", link.name, pdu)
                 status = codec.ESME_ROK
-            await self._send_quietly(link, response_for(pdu, status))
+            finally:
+                self._handed_to_worker -= 1
+            link.send_nowait(response_for(pdu, status))
 
     async def _keep_alive(self, link: Link) -> None:
         while True:
@@ -900,8 +939,3 @@ class SmppSession:
                 return
             except (NotSent, LinkLost):
                 return
-
-    async def _send_quietly(self, link: Link, pdu: Pdu) -> None:
-        """Send a PDU whose loss only matters to the link itself (answers, nacks)."""
-        with contextlib.suppress(NotSent, LinkLost):
-            await link.send(pdu)
