@@ -25,6 +25,11 @@ So such messages are made final at start-up (`Store.recover` returns them) and w
 repeated report arrives for one, by the same decision as the report that completed it
 (`_report_update`, from the parts as stored).
 
+A message whose report never comes would wait in SUBMITTED forever: the report consumer
+(the one task that decides SUBMITTED rows) fails those submitted more than
+`SMSGW_REPORT_TIMEOUT` ago with stat UNKNOWN, looking for them every minute at most. A report
+that comes later still is ignored: the merchant has had its one A002.
+
 Delivery reports are matched to messages by `Carrier.normalize_id`. A report can arrive
 before the sender's SUBMITTED update (with the part ids) is committed; such reports are kept
 in memory (bounded in number and age) and matched again once the sender has recorded its
@@ -86,6 +91,8 @@ POLL_INTERVAL_S: Final = 1.0  # the dispatcher looks at the store at least this 
 RECORD_TIMEOUT_S: Final = 10.0  # an outcome write is shielded from cancellation this long
 RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply at start-up
 REPORT_BATCH: Final = 256  # reports recorded together (one group commit)
+REPORT_SWEEP_MAX_S: Final = 60.0  # overdue reports are looked for at least this often
+REPORT_SWEEP_BATCH: Final = 500  # overdue messages failed per store.apply
 MAX_UNMATCHED: Final = 100_000  # reports kept while their submit is not recorded yet
 UNMATCHED_TTL_S: Final = 600.0
 
@@ -117,6 +124,7 @@ class PipelineStats:
     reports_dropped: int = 0  # kept reports given up (too many, or too old)
     reports_duplicate: int = 0
     reports_ignored: int = 0  # for a message no longer waiting for its report
+    reports_timed_out: int = 0  # messages failed for want of a report (report_timeout)
 
 
 _Outcome = tuple[str, MessageUpdate]  # (appid, update) of a decided submit
@@ -192,6 +200,10 @@ class Pipeline:
         self._recorded_parts: list[tuple[str, ...]] = []
         self._consumer_wait: trio.CancelScope | None = None  # the idle consumer's wait
         self._reports_ended = False  # the carrier closed its reports channel
+        # A tenth of the timeout, so a message fails at most 10% late; not more often than
+        # every second nor less often than every minute.
+        self._sweep_interval_s = min(REPORT_SWEEP_MAX_S, max(1.0, config.report_timeout / 10))
+        self._next_sweep = -math.inf  # trio time of the next look for overdue reports
 
     # ------------------------------------------------------------------ control
 
@@ -601,12 +613,13 @@ class Pipeline:
                 self._consumer_wait.cancel()  # a kept report may match now
 
     async def _next_report(self) -> list[DeliveryReport]:
-        """Wait for a report from the carrier (in a list), or for senders to record parts
-        (an empty list)."""
+        """Wait for a report from the carrier (in a list), or for senders to record parts or
+        the next sweep for overdue reports (an empty list)."""
         # Read straight from the carrier's channel: not `async with`, closing it is the
         # carrier's business.
         reports = self.carrier.reports()
-        with trio.CancelScope() as self._consumer_wait:
+        # Woken at the next sweep's time too (then an empty list).
+        with trio.CancelScope(deadline=self._next_sweep) as self._consumer_wait:
             try:
                 if not self._reports_ended:
                     try:
@@ -621,6 +634,8 @@ class Pipeline:
     async def _consume_reports(self) -> None:
         reports = self.carrier.reports()
         while True:
+            if trio.current_time() >= self._next_sweep and not self._unapplied:
+                await self._fail_overdue()
             batch: list[DeliveryReport] = []
             if not (
                 self._rematch
@@ -745,6 +760,52 @@ class Pipeline:
             raise
         if failures:
             raise next(iter(failures.values()))
+
+    async def _fail_overdue(self) -> None:
+        """Fail the messages that waited longer than report_timeout for their report. Runs
+        in the report consumer, so that it and a live report never both decide a message."""
+        now = self.clock.now_ms()
+        submitted_before = now - round(self.config.report_timeout * 1000)
+        try:
+            while True:
+                overdue = await self.store.overdue_submitted(submitted_before, REPORT_SWEEP_BATCH)
+                if not overdue:
+                    break
+                with _finishing(RECORD_TIMEOUT_S):
+                    await self._apply(
+                        [(record.appid, self._timed_out(record, now)) for record in overdue]
+                    )
+                self.stats.reports_timed_out += len(overdue)
+                log.warning(
+                    "%d messages failed with stat %s: no delivery report within %g s",
+                    len(overdue),
+                    STAT_UNKNOWN,
+                    self.config.report_timeout,
+                )
+                if len(overdue) < REPORT_SWEEP_BATCH:
+                    break
+        except StoreError as exc:
+            log.error("looking for overdue delivery reports: store error: %s", exc)
+        self._next_sweep = trio.current_time() + self._sweep_interval_s
+
+    def _timed_out(self, record: MessageRecord, now: int) -> MessageUpdate:
+        error = f"no delivery report within {self.config.report_timeout:g} s"
+        step = _Step(
+            False,
+            STAT_UNKNOWN,
+            record.attempts,
+            record.submitted_at_ms or now,
+            record.carrier_msgid,
+            error,
+        )
+        return MessageUpdate(
+            record.id,
+            State.FAILED,
+            HistoryEvent(EventKind.FINAL, now, record.attempts, STAT_UNKNOWN, error),
+            stat=STAT_UNKNOWN,
+            error=error,
+            pushes=self._pushes(record, step, final=True),
+        )
 
     def _report_update(
         self, match: PartMatch, now: int, *, error: str | None = None

@@ -60,6 +60,11 @@ push_length = "binary"
     assert not app.allows("192.0.2.1")
 
 
+def test_report_timeout_defaults_to_three_days_and_takes_a_duration() -> None:
+    assert load_config({}).report_timeout == 3 * 86400
+    assert load_config({"SMSGW_REPORT_TIMEOUT": "12h"}).report_timeout == 12 * 3600
+
+
 def test_secret_is_not_in_repr() -> None:
     config = load_config({"SMSGW_APPS": "shop1:topsecretvalue"})
     assert "topsecretvalue" not in repr(config)
@@ -74,6 +79,7 @@ def test_secret_is_not_in_repr() -> None:
         ({"SMSGW_MAX_BATCH": "0"}, "SMSGW_MAX_BATCH", "at least 1"),
         ({"SMSGW_READ_TIMEOUT": "soon"}, "SMSGW_READ_TIMEOUT", "duration"),
         ({"SMSGW_READ_TIMEOUT": "0"}, "SMSGW_READ_TIMEOUT", "more than zero"),
+        ({"SMSGW_REPORT_TIMEOUT": "never"}, "SMSGW_REPORT_TIMEOUT", "duration"),
         ({"SMSGW_LOG_LEVEL": "loud"}, "SMSGW_LOG_LEVEL", "expected debug"),
         ({"SMSGW_LOG_FORMAT": "xml"}, "SMSGW_LOG_FORMAT", "text or json"),
         ({"SMSGW_APPS": "noseparator"}, "SMSGW_APPS", "appid:secret"),

@@ -706,6 +706,64 @@ async def test_report_completes_the_message(tmp_path: Path, autojump_clock: trio
     ]
 
 
+async def test_a_message_whose_report_never_comes_fails_unknown_after_report_timeout(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    carrier = ScriptedCarrier()
+    timeout = 3600.0
+    async with (
+        open_store(tmp_path / "db") as store,
+        running(store, carrier, config(report_timeout=timeout)) as pipeline,
+    ):
+        await insert(store, pipeline, message("silent"), message("reported"))
+        await until(lambda: len(carrier.accepted) == 2)
+        await until_state(store, "silent", State.SUBMITTED)
+        submitted_at = trio.current_time()
+        await carrier.report(carrier.accepted["reported"].carrier_msgid, True)
+        await final(store, "reported")
+        await trio.sleep(timeout * 0.9)
+        assert (await history(store, "silent")).message.state is State.SUBMITTED
+        silent = await final(store, "silent")
+        # Looked for every tenth of the timeout: failed at most that late.
+        assert trio.current_time() - submitted_at <= timeout * 1.1 + 1
+        # The report that comes after all changes nothing: the merchant had its A002.
+        await carrier.report(carrier.accepted["silent"].carrier_msgid, True)
+        await until(lambda: pipeline.stats.reports_ignored == 1)
+        after = await history(store, "silent")
+        reported = await history(store, "reported")
+        assert pipeline.stats.reports_timed_out == 1
+    assert (silent.message.state, silent.message.stat) == (State.FAILED, STAT_UNKNOWN)
+    assert silent.message.error == "no delivery report within 3600 s"
+    assert [(r.status, r.stat) for r in receipts(silent)] == [("2", STAT_UNKNOWN)]
+    assert receipts(silent)[0].sendtime == silent.message.submitted_at_ms
+    assert [(s.status, s.stat, s.error) for s in status_reports(silent)] == [
+        ("1", STAT_ACCEPTED, None),
+        ("2", STAT_UNKNOWN, "no delivery report within 3600 s"),
+    ]
+    assert after.message.state is State.FAILED and receipts(after) == receipts(silent)
+    assert reported.message.state is State.DELIVERED
+
+
+async def test_overdue_messages_are_failed_in_batches_after_a_restart(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    carrier = ScriptedCarrier()
+    count = 1200  # more than one sweep batch
+    async with open_store(tmp_path / "db") as store:
+        clock = WallClock()
+        async with running(store, carrier, config(senders=32), clock=clock) as pipeline:
+            await insert(store, pipeline, *(message(f"m{n}") for n in range(count)))
+            await until(lambda: len(carrier.accepted) == count, within=7200)
+            await until_state(store, f"m{count - 1}", State.SUBMITTED)
+        # Down for four days: the default timeout (3 days) passed while nobody looked.
+        await trio.sleep(4 * 86400)
+        assert (await store.counts())["submitted"] == count
+        async with running(store, ScriptedCarrier(), config(), clock=clock) as restarted:
+            await until(lambda: restarted.stats.reports_timed_out == count, within=600)
+        counts = await store.counts()
+    assert (counts["failed"], counts["submitted"]) == (count, 0)
+
+
 async def until_state(store: BusyStore, msgid: str, state: State) -> None:
     with trio.fail_after(600):
         while True:
