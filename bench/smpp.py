@@ -7,8 +7,8 @@ One local SMSC (tests/smsc/smsc.js, quiet: no per-PDU events) serves the whole r
   end: a drift means the machine was busy with something else meanwhile.
 - the gateway (`smsgw serve`, its own process, SQLite in a temporary directory) with one bind
   at window 10, one bind at window 64 and two binds at window 64, and for reference one bind
-  at window 64 without receipts (against blast.js without receipts). SMSGW_SENDERS is set to
-  keep every window full. A load process submits `--messages` A001 items in batches
+  at window 64 without receipts (against blast.js without receipts). The gateway runs one
+  sender per window slot (window x binds). A load process submits `--messages` A001 items in batches
   (sendtime now) as fast as they are accepted; the gateway stores them, sends them and
   records each receipt.
 
@@ -18,7 +18,7 @@ with two) and the gateway's CPU time per message (utime + stime of all its threa
 /proc/PID/stat, from the start of the load to the last receipt recorded: accept, store,
 submit, receipt).
 
-    python bench/smpp.py [--messages 10000] [--batch 500] [--blast 20000] [--senders N]
+    python bench/smpp.py [--messages 10000] [--batch 500] [--blast 20000]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def wait_counter(smsc: Smsc, name: str, target: int, timeout: float) -> No
 
 
 async def run_gateway(
-    smsc: Smsc, workdir: Path, scenario: Scenario, *, messages: int, batch: int, senders: int
+    smsc: Smsc, workdir: Path, scenario: Scenario, *, messages: int, batch: int
 ) -> GatewayResult:
     url = (
         f"smpp://smsgw:secret@127.0.0.1:{smsc.port}"
@@ -129,13 +129,13 @@ async def run_gateway(
     env = {
         "SMSGW_APPS": f"{APPID}:{SECRET}",
         "SMSGW_CARRIER": url,
-        "SMSGW_SENDERS": str(senders),
         "SMSGW_MAX_BATCH": str(max(batch, 1000)),
         "SMSGW_LOG_LEVEL": os.environ.get("SMSGW_LOG_LEVEL", "info"),
     }
     before = await smsc.stats()
     async with gateway_process(workdir, env) as gateway:
         await wait_counter(smsc, "binds", before["binds"] + scenario.binds, 10)
+        senders = scenario.window * scenario.binds  # the pipeline's, for a windowed carrier
         return await _measure(smsc, gateway, scenario, before, messages, batch, senders)
 
 
@@ -222,15 +222,12 @@ async def main(args: argparse.Namespace) -> None:
         small = await blast(10)
         with tempfile.TemporaryDirectory() as tmp:
             for index, scenario in enumerate(SCENARIOS):
-                # Enough senders to keep every window full (the default is 32).
-                senders = args.senders or max(32, 2 * scenario.window * scenario.binds)
                 result = await run_gateway(
                     smsc,
                     Path(tmp) / f"run{index}",
                     scenario,
                     messages=args.messages,
                     batch=args.batch,
-                    senders=senders,
                 )
                 results.append(result)
         # The same SMSC after the gateway runs: a drift says the machine was busy meanwhile.
@@ -258,9 +255,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=10_000, help="messages per gateway run")
     parser.add_argument("--batch", type=int, default=500, help="items per A001 request")
     parser.add_argument("--blast", type=int, default=20_000, help="submit_sm per ceiling run")
-    parser.add_argument(
-        "--senders", type=int, default=0, help="SMSGW_SENDERS (0: 2 x window x binds, >= 32)"
-    )
     args = parser.parse_args()
     if args.messages % args.batch:
         parser.error("--messages must be a multiple of --batch")

@@ -171,8 +171,10 @@ class Pipeline:
         self.carrier = carrier
         self.clock = clock
         self.on_pushes: Callable[[str], None] = lambda appid: None
-        # Enough senders to fill the carrier's windows (SMSGW_SENDERS is a floor).
-        self.senders = max(config.senders, carrier.concurrency)
+        # A carrier with a window gets exactly as many senders as it has slots: a sender
+        # holds its message SUBMITTING, and one waiting for a slot would leave a message in
+        # doubt after a crash that was never sent. SMSGW_SENDERS is for the others.
+        self.senders = carrier.concurrency or config.senders
         self.capacity = 2 * self.senders
         self.stats = PipelineStats()
         self._apps = {app.appid: app for app in config.apps}

@@ -1017,14 +1017,15 @@ async def test_a_huge_backlog_never_puts_more_than_the_channel_in_memory(
     assert counts["accepted"] + counts["delivered"] == 100_000
 
 
+@pytest.mark.parametrize("configured", [4, 64])
 async def test_senders_fill_the_carriers_window_whatever_smsgw_senders_says(
-    tmp_path: Path, autojump_clock: trio.abc.Clock
+    tmp_path: Path, autojump_clock: trio.abc.Clock, configured: int
 ) -> None:
     carrier = ScriptedCarrier(gives_reports=False, default="block")
     carrier.concurrency = 12  # e.g. SMPP window 6 on 2 binds
     async with (
         open_store(tmp_path / "db") as store,
-        running(store, carrier, config(senders=4)) as pipeline,
+        running(store, carrier, config(senders=configured)) as pipeline,
     ):
         await insert(store, pipeline, *(message(f"m{number}") for number in range(40)))
         await until(lambda: carrier.in_flight == 12)

@@ -84,8 +84,9 @@ class Carrier(Protocol):
     @property
     def concurrency(self) -> int:
         """How many submits the carrier can have in flight at once (SMPP: window × binds),
-        0 when it sets no such limit. The pipeline runs at least this many senders, so that
-        a window is never left part empty for want of them."""
+        0 when it sets no such limit. The pipeline runs this many senders (SMSGW_SENDERS
+        when 0): every window slot filled, and no message held SUBMITTING while it waits
+        for one."""
         ...
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

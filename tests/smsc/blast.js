@@ -137,6 +137,7 @@ function finish() {
 }
 
 session.on('connect', () => {
+  session.socket.setNoDelay(true); // like the gateway (Trio sets TCP_NODELAY)
   session[`bind_${options.bind}`]({ system_id: options.systemId, password: options.password }, (response) => {
     if (response.command_status !== 0) {
       fail(`bind_${options.bind} refused with status ${response.command_status}`, 1);

@@ -342,6 +342,9 @@ function onSession(session) {
     return;
   }
   connections.add(connection);
+  // As a production SMSC does: without it Nagle holds small answers back for the client's
+  // delayed ACK, and a window of 10 is bound by that wait rather than by either side's work.
+  session.socket.setNoDelay(true);
   emit({ event: 'connect', session: connection.id, remote: connection.remote });
 
   session.on('pdu', (pdu) => {
