@@ -209,9 +209,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------ control
 
-    def wake(self) -> None:
-        """New messages were stored: the dispatcher looks at the store now."""
-        self._wake_event.set()
+    def wake(self, due_ms: int | None = None) -> None:
+        """New messages were stored, due at `due_ms` at the earliest (None: now): the
+        dispatcher looks at the store now unless it will anyway by then (a message
+        scheduled for tomorrow costs no look)."""
+        if due_ms is None:
+            self._wake_event.set()
+        else:
+            self._due_at(due_ms)
 
     def stop(self) -> None:
         """Graceful stop: no more claims; senders finish (and record) the submit in hand."""

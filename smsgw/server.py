@@ -75,8 +75,9 @@ class Server:
         self._auth_failures = FailureLimiter(limit=config.auth_fail_limit)
         self._buckets = {app.appid: TokenBucket(app.tps) for app in config.apps if app.tps}
         self._ssl_context = _ssl_context(config) if config.tls_cert else None
-        # Called after each commit of new messages (the pipeline's dispatcher wakes up).
-        self.on_stored: Callable[[], None] = lambda: None
+        # Called after each commit of new messages with the earliest time (epoch ms) one of
+        # them is due (the pipeline's dispatcher wakes up if it would sleep past it).
+        self.on_stored: Callable[[int], None] = lambda due_ms: None
         self._accept_scope: trio.CancelScope | None = None
         self._stopping = False
         self.active_connections = 0
@@ -146,16 +147,17 @@ class Server:
         while True:
             started = time.perf_counter()
             try:
-                with trio.fail_after(timeout):
+                # move_on_after, not fail_after: a plain scope, no generator, on every request.
+                with trio.move_on_after(timeout) as reading:
                     event = await receive_event(stream, decoder)
-            except trio.TooSlowError:
-                if timeout == self.config.read_timeout:
-                    log.info("read timeout: connection cut off", extra={"peer": peer})
-                return
             except RemoteProtocolError as exc:
                 outcome = Outcome(error_response(exc.status, str(exc)))
                 await self._respond(stream, exc.command, exc.length_style, outcome)
                 self._log_request(exc.command, outcome, peer, started)
+                return
+            if reading.cancelled_caught:
+                if timeout == self.config.read_timeout:
+                    log.info("read timeout: connection cut off", extra={"peer": peer})
                 return
             if isinstance(event, ConnectionClosed):
                 return
@@ -171,14 +173,13 @@ class Server:
         self, stream: trio.abc.Stream, command: str, style: LengthStyle, outcome: Outcome
     ) -> None:
         frame = encode_response(command, encode_json(outcome.response), style)
-        try:
-            with trio.fail_after(self.config.read_timeout):
-                await stream.send_all(frame)
-        except trio.TooSlowError:
+        with trio.move_on_after(self.config.read_timeout) as writing:
+            await stream.send_all(frame)
+        if writing.cancelled_caught:
             # The client stopped reading. The connection is closed by the caller; what was
             # stored stays stored (a re-submit is answered as a duplicate).
             log.info("write timeout: client not reading its answer")
-            raise trio.BrokenResourceError("write timeout") from None
+            raise trio.BrokenResourceError("write timeout")
         self.requests_served += 1
 
     async def _refuse_busy(self, stream: trio.abc.Stream, peer: str) -> None:
@@ -253,11 +254,16 @@ class Server:
             )
         stored: Sequence[bool] = []
         if deliveries:
-            stored = await self.store.insert_messages(
-                [_new_message(app.appid, delivery) for delivery in deliveries],
-                self.clock.now_ms(),
-            )
-            self.on_stored()
+            now_ms = self.clock.now_ms()
+            messages = [_new_message(app.appid, delivery) for delivery in deliveries]
+            stored = await self.store.insert_messages(messages, now_ms)
+            due = [
+                now_ms if m.send_at_ms is None else m.send_at_ms
+                for m, new in zip(messages, stored, strict=True)
+                if new
+            ]
+            if due:
+                self.on_stored(min(due))
         return Outcome(submit_response(slots, stored), app, len(slots))
 
     def _log_request(self, command: str, outcome: Outcome, peer: str, started: float) -> None:

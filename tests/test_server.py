@@ -76,6 +76,21 @@ async def test_duplicates_are_acknowledged_and_not_stored_twice(tmp_path: Path) 
         assert await stored_count(gw.store) == 1
 
 
+async def test_the_pipeline_is_told_when_the_earliest_new_message_is_due(tmp_path: Path) -> None:
+    async with running_gateway(make_config(tmp_path)) as gw:
+        told: list[int] = []
+        gw.gateway.server.on_stored = told.append
+        later = int(time.time() * 1000) + 3_600_000
+        before = int(time.time() * 1000)
+        await submit_raw(gw.port, [item(msgid="s1", sendtime=later)])
+        await submit_raw(gw.port, [item(msgid="s2", sendtime=later + 5), item(msgid="now")])
+        after = int(time.time() * 1000)
+        await submit_raw(gw.port, [item(msgid="s1", sendtime=later)])  # a duplicate: nothing new
+        assert told[0] == later
+        assert before <= told[1] <= after  # "now" is due first
+        assert len(told) == 2
+
+
 async def test_credentials_padded_any_accepted_way(tmp_path: Path) -> None:
     async with running_gateway(make_config(tmp_path)) as gw:
         body = json.dumps([item()]).encode()
