@@ -75,21 +75,6 @@ def build_submits(config: SmppConfig, *, phone: str, text: str, reference: int) 
     coding = choose_coding(text)
     address = destination_addr(phone)
     segments = split_text(text, coding)
-    if len(segments) == 1:  # the usual case: built once, not built then evolved
-        return [
-            SubmitSm(
-                service_type=config.service_type,
-                source_addr_ton=config.source_ton,
-                source_addr_npi=config.source_npi,
-                source_addr=config.source_addr,
-                dest_addr_ton=config.dest_addr_ton,
-                dest_addr_npi=config.dest_addr_npi,
-                destination_addr=address,
-                registered_delivery=config.registered_delivery,
-                data_coding=int(coding),
-                short_message=segments[0],
-            )
-        ]
     base = SubmitSm(
         service_type=config.service_type,
         source_addr_ton=config.source_ton,
@@ -100,7 +85,10 @@ def build_submits(config: SmppConfig, *, phone: str, text: str, reference: int) 
         destination_addr=address,
         registered_delivery=config.registered_delivery,
         data_coding=int(coding),
+        short_message=segments[0] if len(segments) == 1 else b"",
     )
+    if len(segments) == 1:  # the usual case: built once, not built then evolved
+        return [base]
     if config.long is LongMode.PAYLOAD:
         _, payload = encode_text(text)
         if len(payload) > MAX_PAYLOAD_OCTETS:
