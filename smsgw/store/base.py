@@ -56,7 +56,7 @@ FINAL_STATES: frozenset[State] = frozenset({State.DELIVERED, State.FAILED})
 class EventKind(StrEnum):
     """The event kinds smsgw writes (`Event.kind` is a plain str, so others may be added)."""
 
-    ACCEPTED = "accepted"  # stored from an A001 (written by insert_messages)
+    ACCEPTED = "accepted"  # stored from an A001 (the message's accepted time: always first)
     SUBMITTED = "submitted"  # the operator accepted an attempt
     ATTEMPT_FAILED = "attempt_failed"  # an attempt failed (temporary, permanent, throttled)
     DELIVERY_REPORT = "delivery_report"  # the operator's report arrived

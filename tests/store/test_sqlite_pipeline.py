@@ -500,3 +500,35 @@ async def test_a_version_1_database_is_migrated(db_path: Path) -> None:
         nursery.cancel_scope.cancel()
     indexes = {name for (name,) in rows(db_path, "SELECT name FROM sqlite_master")}
     assert "messages_awaiting_report" in indexes
+
+
+async def test_a_version_2_database_loses_its_stored_accepted_events(db_path: Path) -> None:
+    from smsgw.store.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(str(db_path))
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0), (2, 0)")
+    # What a version 2 store wrote for an accepted, then submitted message.
+    conn.execute(
+        "INSERT INTO messages (id, appid, msgid, phone, message, msgtype, segments, state,"
+        " accepted_at) VALUES (1, 'app1', 'old', '8613800000000', 'hi', 1, 1, 'submitted', ?)",
+        (NOW,),
+    )
+    conn.execute(
+        "INSERT INTO events (message_id, kind, at, attempt) VALUES"
+        " (1, 'accepted', ?, 0), (1, 'submitted', ?, 1)",
+        (NOW, NOW + 5),
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(db_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        (history,) = await store.history("old")
+        nursery.cancel_scope.cancel()
+    assert [(event.kind, event.at_ms) for event in history.events] == [
+        ("accepted", NOW),
+        ("submitted", NOW + 5),
+    ]
