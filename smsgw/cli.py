@@ -1,4 +1,4 @@
-"""`smsgw serve | send | listen | status | --version`."""
+"""`smsgw serve | send | listen | status | inbox | --version`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import resource
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import trio
 
@@ -22,9 +22,10 @@ from smsgw.logs import setup_logging
 from smsgw.protocol.framing import LengthStyle
 from smsgw.protocol.messages import converter
 from smsgw.protocol.status import Status
-from smsgw.store.base import MessageHistory
+from smsgw.store.base import InboundRecord, MessageHistory, Store
 
 EXIT_CONFIG = 2
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("msgid")
     status.add_argument("--appid", help="only this app's message")
     status.set_defaults(run=_status)
+
+    inbox = commands.add_parser(
+        "inbox", help="list stored mobile-originated messages (replies), newest first"
+    )
+    inbox.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    inbox.add_argument("--before", type=int, help="only those with a smaller id (paging)")
+    inbox.set_defaults(run=_inbox)
     return parser
 
 
@@ -218,7 +226,7 @@ async def _listen_async(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     try:
         config = load_config()
-        histories = trio.run(_history, config, args.msgid, args.appid)
+        histories = trio.run(_query, config, lambda store: store.history(args.msgid, args.appid))
     except ConfigError as exc:
         print(f"smsgw: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -239,10 +247,45 @@ def _history_json(history: MessageHistory) -> dict[str, Any]:
     return data
 
 
-async def _history(config: Config, msgid: str, appid: str | None) -> list[Any]:
+async def _query(config: Config, query: Callable[[Store], Awaitable[T]]) -> T:
+    """Run one query against the configured store."""
     store = store_from_config(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
-        histories = await store.history(msgid, appid)
+        result = await query(store)
         nursery.cancel_scope.cancel()
-    return list(histories)
+    return result
+
+
+# --- inbox ---
+
+
+def _inbox(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 10_000:
+        print("smsgw inbox: --limit must be 1 to 10000", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = load_config()
+        records = trio.run(
+            _query, config, lambda store: store.recent_inbound(args.limit, before_id=args.before)
+        )
+    except ConfigError as exc:
+        print(f"smsgw: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for record in records:
+        print(json.dumps(_inbound_json(record), ensure_ascii=False))
+    return 0
+
+
+def _inbound_json(record: InboundRecord) -> dict[str, Any]:
+    mo = record.mo
+    return {
+        "id": record.id,
+        "from": mo.source_addr,
+        "to": mo.destination_addr,
+        "text": mo.text,
+        "received_at": mo.at_ms,
+        "data_coding": mo.data_coding,
+        "esm_class": mo.esm_class,
+        "udh": mo.udh.hex(),
+    }

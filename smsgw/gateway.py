@@ -4,8 +4,8 @@ Start-up order: store, carrier, pusher, pipeline (which first decides the submit
 doubt by a crash), listener. A graceful shutdown goes the other way round, all within one
 `shutdown_grace` from the request: the listener stops accepting and finishes the requests
 in hand; the pipeline stops claiming and its senders finish (and record) the submits in
-flight; the pusher finishes its pushes in flight; the carrier closes; the store flushes and
-closes last.
+flight; the pusher finishes its pushes in flight; the carrier closes; the MOs it handed over
+are stored; the store flushes and closes last.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import attrs
 import trio
 
 from smsgw.carriers import open_carrier
-from smsgw.carriers.base import Carrier
+from smsgw.carriers.base import Carrier, MobileOriginated, ReceivesMo
 from smsgw.clock import WallClock
 from smsgw.config import Config, ConfigError, Endpoint
+from smsgw.inbox import store_inbound
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.server import Server
@@ -88,6 +89,12 @@ class Gateway:
     ) -> None:
         async with trio.open_nursery() as foundation:
             await foundation.start(self.store.run)
+            inbox_done = trio.Event()
+            if isinstance(self.carrier, ReceivesMo):
+                # Taken before the carrier runs: from then on its MOs are kept, not dropped.
+                foundation.start_soon(self._inbox, self.carrier.mo(), inbox_done)
+            else:
+                inbox_done.set()
             async with trio.open_nursery() as upstream:
                 await upstream.start(self.carrier.run)
                 async with trio.open_nursery() as pushing:
@@ -109,9 +116,20 @@ class Gateway:
                     pushing.cancel_scope.deadline = deadline
                 await carrier_closed.wait()
                 upstream.cancel_scope.cancel()
-            # Everything that writes to the store has returned: let it close cleanly.
+            # The carrier closed its MO channel: what it holds is stored, then nothing more
+            # writes to the store and it may close cleanly.
+            with trio.move_on_after(CARRIER_CLOSE_MARGIN_S):
+                await inbox_done.wait()
             foundation.cancel_scope.cancel()
         log.info("stopped")
+
+    async def _inbox(
+        self, mo: trio.MemoryReceiveChannel[MobileOriginated], done: trio.Event
+    ) -> None:
+        try:
+            await store_inbound(mo, self.store)
+        finally:
+            done.set()
 
     async def _close_carrier(self, deadline: float, closed: trio.Event) -> None:
         try:

@@ -24,6 +24,7 @@ import trio
 
 from smsgw.carriers.base import (
     DeliveryReport,
+    MobileOriginated,
     OutboundSms,
     SubmitAccepted,
     SubmitError,
@@ -47,6 +48,7 @@ from smsgw.pipeline import (
 from smsgw.protocol.messages import ReceiptItem, StatusReportItem
 from smsgw.store import (
     Event,
+    InboundRecord,
     MessageHistory,
     MessageRecord,
     MessageUpdate,
@@ -207,6 +209,14 @@ class BusyStore:
 
     async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
         return await busy(lambda: self.inner.overdue_submitted(submitted_before_ms, limit))
+
+    async def insert_inbound(self, messages: Sequence[MobileOriginated]) -> None:
+        await busy(lambda: self.inner.insert_inbound(messages))
+
+    async def recent_inbound(
+        self, limit: int, *, before_id: int | None = None
+    ) -> list[InboundRecord]:
+        return await busy(lambda: self.inner.recent_inbound(limit, before_id=before_id))
 
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         return await busy(lambda: self.inner.find_by_part_id(carrier_msgid))

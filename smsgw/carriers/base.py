@@ -10,7 +10,7 @@ about the case or padding of their own ids.
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import attrs
 import trio
@@ -55,6 +55,20 @@ class SubmitError(Exception):
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.stat}: {self.detail}"
+
+
+@attrs.frozen
+class MobileOriginated:
+    """A message from a handset to one of our source addresses (an SMPP deliver_sm / data_sm
+    that is not a receipt; CMPP's MO deliver)."""
+
+    source_addr: str  # the handset
+    destination_addr: str  # our address it was sent to
+    text: str  # decoded by data_coding, without the UDH
+    data_coding: int
+    esm_class: int
+    udh: bytes  # the User Data Header when esm_class has UDHI, else b""
+    at_ms: int  # when the gateway received it: wall-clock ms since the epoch
 
 
 @attrs.frozen
@@ -108,4 +122,14 @@ class Carrier(Protocol):
 
     async def aclose(self) -> None:
         """Graceful: stop taking submits, let the in-flight ones finish."""
+        ...
+
+
+@runtime_checkable
+class ReceivesMo(Protocol):
+    """A carrier that also receives mobile-originated messages (SMPP; not the simulator)."""
+
+    def mo(self) -> trio.MemoryReceiveChannel[MobileOriginated]:
+        """The MO channel, for ONE consumer; closed when the carrier's run() ends. Each MO
+        is acknowledged to the operator once it is in this channel."""
         ...

@@ -38,6 +38,8 @@ from typing import Protocol
 import attrs
 import trio
 
+from smsgw.carriers.base import MobileOriginated
+
 
 class State(StrEnum):
     ACCEPTED = "accepted"  # waiting: due now, or retry-after when next_attempt_at is ahead
@@ -164,6 +166,14 @@ class PushRecord:
     next_attempt_at_ms: int
     last_error: str | None
     updated_at_ms: int
+
+
+@attrs.frozen
+class InboundRecord:
+    """A stored mobile-originated message (`Store.insert_inbound`)."""
+
+    id: int
+    mo: MobileOriginated
 
 
 @attrs.frozen
@@ -345,4 +355,16 @@ class Store(Protocol):
 
     async def push_counts(self) -> dict[str, int]:
         """Outbox items per push state (every PushState is present)."""
+        ...
+
+    # mobile-originated messages
+    async def insert_inbound(self, messages: Sequence[MobileOriginated]) -> None:
+        """Store MOs as received (a repeat is stored again: an MO has no id to tell). Durable."""
+        ...
+
+    async def recent_inbound(
+        self, limit: int, *, before_id: int | None = None
+    ) -> list[InboundRecord]:
+        """The latest MOs, newest first, at most `limit`; only those older than `before_id`
+        when given (to page back)."""
         ...

@@ -26,12 +26,14 @@ from typing import Any, Final, Generic, TypeVar, cast
 import attrs
 import trio
 
+from smsgw.carriers.base import MobileOriginated
 from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
     CommitFailed,
     Event,
     EventKind,
+    InboundRecord,
     MessageHistory,
     MessageRecord,
     MessageUpdate,
@@ -140,6 +142,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 3: the "accepted" event is the message row's accepted_at (`_history` puts it first),
     # not a row of its own: a third of what storing an accepted message cost.
     ("DELETE FROM events WHERE kind = 'accepted'",),
+    # 4: mobile-originated messages (replies from handsets).
+    (
+        """CREATE TABLE inbound (
+            id INTEGER PRIMARY KEY,
+            source_addr TEXT NOT NULL,
+            destination_addr TEXT NOT NULL,
+            text TEXT NOT NULL,
+            data_coding INTEGER NOT NULL,
+            esm_class INTEGER NOT NULL,
+            udh BLOB NOT NULL,
+            received_at INTEGER NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -661,6 +676,48 @@ class SqliteStore:
             for state, count in conn.execute("SELECT state, COUNT(*) FROM pushes GROUP BY state"):
                 counts[state] = count
             return counts
+
+        return await self._read(read)
+
+    # ------------------------------------------------------------------ inbound
+
+    async def insert_inbound(self, messages: Sequence[MobileOriginated]) -> None:
+        if not messages:
+            return
+        rows = [
+            (
+                mo.source_addr,
+                mo.destination_addr,
+                mo.text,
+                mo.data_coding,
+                mo.esm_class,
+                mo.udh,
+                mo.at_ms,
+            )
+            for mo in messages
+        ]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO inbound (source_addr, destination_addr, text, data_coding,"
+                " esm_class, udh, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self._write(op, weight=len(rows))
+
+    async def recent_inbound(
+        self, limit: int, *, before_id: int | None = None
+    ) -> list[InboundRecord]:
+        _check_limit(limit)
+
+        def read(conn: sqlite3.Connection) -> list[InboundRecord]:
+            found = conn.execute(
+                "SELECT id, source_addr, destination_addr, text, data_coding, esm_class, udh,"
+                " received_at FROM inbound WHERE id < ? ORDER BY id DESC LIMIT ?",
+                (before_id if before_id is not None else 2**63 - 1, limit),
+            ).fetchall()
+            return [InboundRecord(row[0], MobileOriginated(*row[1:])) for row in found]
 
         return await self._read(read)
 

@@ -11,6 +11,7 @@ are computed here without the gateway's own encoder.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import Counter, defaultdict
@@ -25,7 +26,7 @@ import trio
 
 from smsgw.client import submit
 from smsgw.protocol.status import Status
-from tests.gateway_process import GatewayProcess, gateway_process
+from tests.gateway_process import GatewayProcess, base_env, gateway_process, run_cli
 from tests.listen_process import Item, ListenProcess, listen_process
 from tests.smsc_process import ESME_ROK, ESME_RTHROTTLED, Event, Smsc, running_smsc
 
@@ -465,3 +466,34 @@ async def test_two_binds_are_both_used(tmp_path: Path, bind: str) -> None:
         assert set(per_session) == transmitting
         assert min(per_session.values()) >= len(messages) // 4, per_session
         assert {event["session"] for event in setup.smsc.events_of("deliver_sm")} <= receiving
+
+
+# -- replies from handsets ----------------------------------------------------------------------
+
+
+async def test_mobile_originated_messages_are_stored_and_listed(tmp_path: Path) -> None:
+    replies = [
+        ("8613812345678", "10690000", "回复TD退订", UCS2),
+        ("8613912345678", "10690001", "STOP", GSM),
+    ]
+    async with smpp_gateway(tmp_path) as setup:
+        for source, destination, text, coding in replies:
+            await setup.smsc.mo(source, destination, text, data_coding=coding)
+        answered = await setup.smsc.wait_for_count("deliver_sm_resp", len(replies), timeout=10)
+        assert [event["status"] for event in answered] == [ESME_ROK] * len(replies)
+        env = base_env(setup.workdir, {})
+        with trio.fail_after(10):
+            while True:  # stored just after the answer: look until both are there
+                listed = await run_cli(["inbox"], env)
+                assert listed.returncode == 0, listed.stderr
+                lines = [json.loads(line) for line in listed.stdout.decode().splitlines()]
+                if len(lines) == len(replies):
+                    break
+                await trio.sleep(0.1)
+    # Newest first; still there once the gateway has stopped.
+    after = await run_cli(["inbox", "--limit", "1"], env)
+    assert [json.loads(line)["text"] for line in after.stdout.decode().splitlines()] == ["STOP"]
+    assert [(m["from"], m["to"], m["text"], m["data_coding"]) for m in reversed(lines)] == replies
+    assert all(m["udh"] == "" and m["received_at"] > 0 for m in lines)
+    refused = await run_cli(["inbox", "--limit", "0"], env)
+    assert refused.returncode == 2 and b"--limit" in refused.stderr

@@ -33,10 +33,10 @@ A receipt without any id is logged and acknowledged.
 
 Mobile-originated messages (a deliver_sm / data_sm of the default message type that is not a
 receipt; other types, SME acknowledgements and the like, are only acknowledged) are logged
-(numbers and length, not the text) and put on the `mo()` channel as `MobileOriginated`. The
-pipeline does not store them yet: until something calls `mo()`, they are acknowledged and
-dropped. With a consumer, a full channel answers ESME_RX_T_APPN so the SMSC delivers the MO
-again later.
+(numbers and length, not the text) and put on the `mo()` channel as `MobileOriginated`; the
+gateway stores them (`smsgw inbox` lists them). Until something calls `mo()` (a carrier used
+on its own), they are acknowledged and dropped. With a consumer, a full channel answers
+ESME_RX_T_APPN so the SMSC delivers the MO again later.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ import logging
 import random
 from collections.abc import Callable
 
-import attrs
 import trio
 
 from smsgw.carriers.base import (
     DeliveryReport,
+    MobileOriginated,
     OutboundSms,
     SubmitAccepted,
     SubmitError,
@@ -96,7 +96,6 @@ __all__ = [
     "STAT_LINK_LOST",
     "STAT_NO_BIND",
     "STAT_TIMEOUT",
-    "MobileOriginated",
     "SmppCarrier",
     "SmppSubmitError",
 ]
@@ -133,19 +132,6 @@ class SmppSubmitError(SubmitError):
         super().__init__(kind, stat, detail)
         self.command_status = command_status
         self.accepted_part_ids = accepted_part_ids
-
-
-@attrs.frozen
-class MobileOriginated:
-    """A message from a handset (a deliver_sm / data_sm that is not a receipt)."""
-
-    source_addr: str
-    destination_addr: str
-    text: str  # decoded by data_coding, without the UDH
-    data_coding: int
-    esm_class: int
-    udh: bytes  # the User Data Header when esm_class has UDHI, else b""
-    at_ms: int
 
 
 def _closed_error() -> SmppSubmitError:
@@ -472,7 +458,7 @@ class SmppCarrier:
             len(mo.text),
         )
         if not self._mo_consumer:
-            return codec.ESME_ROK  # nothing stores MOs yet (module docstring)
+            return codec.ESME_ROK  # nobody takes MOs (module docstring)
         try:
             self._mo_send.send_nowait(mo)
         except trio.WouldBlock:

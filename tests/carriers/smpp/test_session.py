@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 import trio
 
-from smsgw.carriers.base import SubmitErrorKind
+from smsgw.carriers.base import MobileOriginated, SubmitErrorKind
 from smsgw.carriers.smpp.carrier import (
     STAT_CLOSED,
     STAT_LINK_LOST,
     STAT_NO_BIND,
     STAT_TIMEOUT,
-    MobileOriginated,
     SmppCarrier,
     SmppSubmitError,
 )

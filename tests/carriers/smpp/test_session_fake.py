@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 import pytest
 import trio
 
-from smsgw.carriers.base import SubmitErrorKind
+from smsgw.carriers.base import MobileOriginated, SubmitErrorKind
 from smsgw.carriers.smpp import codec
 from smsgw.carriers.smpp.carrier import (
     STAT_BAD_RESPONSE,
@@ -19,7 +19,6 @@ from smsgw.carriers.smpp.carrier import (
     STAT_LINK_LOST,
     STAT_NO_BIND,
     STAT_TIMEOUT,
-    MobileOriginated,
     SmppSubmitError,
 )
 from smsgw.carriers.smpp.codec import (
