@@ -18,7 +18,7 @@ change, and only a transition out of SUBMITTING (sender, recovery) or SUBMITTED 
 consumer, recovery) is ever final, each decided by exactly one task: one A002 per
 (msgid, phone).
 
-A delivery report takes two writes: `Store.record_part_report` marks the part, then an
+A delivery report takes two writes: `Store.record_part_reports` marks the part, then an
 `apply` records the step or the final outcome. A crash between the two would leave the
 message SUBMITTED with every part reported, and a repeated report counts as a duplicate.
 So such messages are made final at start-up (`Store.recover` returns them) and when a
@@ -66,6 +66,7 @@ from smsgw.store.base import (
     MessageUpdate,
     NewPush,
     PartMatch,
+    PartReport,
     PushKind,
     State,
     Store,
@@ -680,25 +681,19 @@ class Pipeline:
         self._rematch, self._unrecorded = [], []
         normalize = self.carrier.normalize_id
         ids = [normalize(report.carrier_msgid) for report in reports]
-        matches: list[PartMatch | None] = [None] * len(reports)
-        failures: dict[int, StoreError] = {}
-
-        async def record(index: int) -> None:
-            report = reports[index]
-            try:
-                matches[index] = await self.store.record_part_report(
-                    ids[index], report.delivered, report.stat, report.at_ms
-                )
-            except StoreError as exc:  # nothing recorded: the report is tried again
-                failures[index] = exc
-
-        if len(reports) == 1:
-            await record(0)  # no task to start for it
-        elif reports:
-            # Concurrent, so that the whole batch shares one group commit.
-            async with trio.open_nursery() as nursery:
-                for index in range(len(reports)):
-                    nursery.start_soon(record, index)
+        matches: list[PartMatch | None] = []
+        failure: StoreError | None = None
+        try:
+            # The whole batch in one write.
+            matches = await self.store.record_part_reports(
+                [
+                    PartReport(part_id, report.delivered, report.stat, report.at_ms)
+                    for part_id, report in zip(ids, reports, strict=True)
+                ]
+            )
+        except StoreError as exc:  # nothing recorded: the reports are tried again
+            failure = exc
+            self._unrecorded, reports, rematched = reports, [], 0
 
         now = self.clock.now_ms()
         steps: list[tuple[str, MessageUpdate]] = []
@@ -710,9 +705,6 @@ class Pipeline:
         }
         repeated: list[PartMatch] = []  # duplicates of a message with every part reported
         for index, (report, match) in enumerate(zip(reports, matches, strict=True)):
-            if index in failures:
-                self._unrecorded.append(report)
-                continue
             if match is None:
                 self._keep_unmatched(ids[index], report)
                 continue
@@ -765,8 +757,8 @@ class Pipeline:
         except StoreError:
             self._unapplied = updates
             raise
-        if failures:
-            raise next(iter(failures.values()))
+        if failure is not None:
+            raise failure
 
     async def _fail_overdue(self) -> None:
         """Fail the messages that waited longer than report_timeout for their report. Runs

@@ -54,6 +54,7 @@ from smsgw.store import (
     MessageUpdate,
     NewMessage,
     PartMatch,
+    PartReport,
     PushRecord,
     RecoveryReport,
     SqliteStore,
@@ -61,6 +62,7 @@ from smsgw.store import (
     StoreError,
 )
 from tests.conftest import make_config
+from tests.store.conftest import record_part_report
 
 T = TypeVar("T")
 
@@ -221,12 +223,8 @@ class BusyStore:
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         return await busy(lambda: self.inner.find_by_part_id(carrier_msgid))
 
-    async def record_part_report(
-        self, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
-    ) -> PartMatch | None:
-        return await busy(
-            lambda: self.inner.record_part_report(carrier_msgid, delivered, stat, at_ms)
-        )
+    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+        return await busy(lambda: self.inner.record_part_reports(reports))
 
     async def due_pushes(self, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
         return await busy(lambda: self.inner.due_pushes(appid, now_ms, limit))
@@ -626,8 +624,8 @@ async def test_a_crash_between_recording_a_report_and_the_final_update(
             part_ids = carrier.accepted[msgid].part_ids[: len(delivered)]
             for part_id, part_delivered in zip(part_ids, delivered, strict=True):
                 stat = "DELIVRD" if part_delivered else "UNDELIV"
-                recorded = await store.record_part_report(
-                    carrier.normalize_id(part_id), part_delivered, stat, 0
+                recorded = await record_part_report(
+                    store, carrier.normalize_id(part_id), part_delivered, stat, 0
                 )
                 assert recorded is not None and recorded.message.state is State.SUBMITTED
         restarted = ScriptedCarrier()
@@ -673,7 +671,7 @@ async def test_a_repeated_report_finishes_a_message_whose_final_update_was_lost(
         await until_state(store, "m1", State.SUBMITTED)
         part_id = carrier.accepted["m1"].carrier_msgid
         # Only the first write of the report, as a consumer dying right after it leaves it.
-        await store.record_part_report(carrier.normalize_id(part_id), False, "EXPIRED", 0)
+        await record_part_report(store, carrier.normalize_id(part_id), False, "EXPIRED", 0)
         await trio.sleep(10)
         assert (await history(store, "m1")).message.state is State.SUBMITTED
         await carrier.report(part_id, True)  # the operator sends it again
@@ -865,13 +863,11 @@ class FlakyStore(BusyStore):
     record_failures = 0
     apply_failures = 0
 
-    async def record_part_report(
-        self, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
-    ) -> PartMatch | None:
+    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
         if self.record_failures:
             self.record_failures -= 1
             raise StoreError("disk I/O error")
-        return await super().record_part_report(carrier_msgid, delivered, stat, at_ms)
+        return await super().record_part_reports(reports)
 
     async def apply(self, updates: Sequence[MessageUpdate]) -> None:
         if self.apply_failures and any(u.event.kind == "delivery_report" for u in updates):

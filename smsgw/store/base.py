@@ -23,7 +23,7 @@ states: the dispatcher claims rows in those states whose `next_attempt_at_ms` ha
 only, so after a crash they go back to ACCEPTED (`Store.recover`); SUBMITTING rows may or may
 not have reached the operator, so `recover` hands them to the pipeline to decide. It also
 hands over the SUBMITTED rows whose parts have all reported: a delivery report is recorded
-(`record_part_report`) and the message made final (`apply`) in two transactions, and a crash
+(`record_part_reports`) and the message made final (`apply`) in two transactions, and a crash
 between the two leaves a row waiting for a report that already came.
 
 All times are integers: milliseconds since the epoch.
@@ -222,6 +222,16 @@ class MessageUpdate:
 
 
 @attrs.frozen
+class PartReport:
+    """An operator's report on one part (`Store.record_part_reports`)."""
+
+    carrier_msgid: str  # normalized as the part ids were when stored
+    delivered: bool
+    stat: str
+    at_ms: int
+
+
+@attrs.frozen
 class PartMatch:
     """The message owning an operator id, and where its parts' reports stand."""
 
@@ -232,7 +242,7 @@ class PartMatch:
     reported: int  # how many of them have reported (after this call)
     delivered: int  # how many of them reported delivered
     failed_stat: str | None  # stat of the first part (by number) reported not delivered
-    duplicate: bool = False  # record_part_report: this part had already reported; the
+    duplicate: bool = False  # record_part_reports: this part had already reported; the
     #                          first report is kept and nothing changed
 
     @property
@@ -316,10 +326,10 @@ class Store(Protocol):
         """The message owning an operator id (any of its parts), or None."""
         ...
 
-    async def record_part_report(
-        self, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
-    ) -> PartMatch | None:
-        """Durably mark the part reported; None if the id is unknown."""
+    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+        """Durably mark each report's part reported, in order, all in one write (or none,
+        raising StoreError); per report its match, None if the id is unknown. A second
+        report for a part (in the same call or later) is a duplicate and changes nothing."""
         ...
 
     # pushes (outbox)

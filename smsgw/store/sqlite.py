@@ -40,6 +40,7 @@ from smsgw.store.base import (
     NewMessage,
     PartMatch,
     PartRecord,
+    PartReport,
     PushRecord,
     PushState,
     RecoveryReport,
@@ -558,10 +559,10 @@ class SqliteStore:
 
         return await self._read(read)
 
-    async def record_part_report(
-        self, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
-    ) -> PartMatch | None:
-        return await self._write(_part_report_op(carrier_msgid, delivered, stat, at_ms))
+    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+        if not reports:
+            return []
+        return await self._write(_part_reports_op(tuple(reports)), weight=len(reports))
 
     # ------------------------------------------------------------------ pushes
 
@@ -822,7 +823,7 @@ def _recover_op(conn: sqlite3.Connection) -> RecoveryReport:
     pending = conn.execute(
         f"SELECT COUNT(*) FROM {_PENDING_PUSHES} WHERE {_PENDING_PUSH}"
     ).fetchone()[0]
-    # Every part reported, yet still SUBMITTED: the crash came between record_part_report
+    # Every part reported, yet still SUBMITTED: the crash came between record_part_reports
     # and the final apply. No report will come again (a repeat counts as a duplicate).
     reported = [
         _part_match(conn, message_id, part_no, duplicate=False)
@@ -975,23 +976,25 @@ def _part_match(
     )
 
 
-def _part_report_op(
-    carrier_msgid: str, delivered: bool, stat: str, at_ms: int
-) -> OpFn[PartMatch | None]:
-    def op(conn: sqlite3.Connection) -> PartMatch | None:
-        part = _find_part(conn, carrier_msgid)
-        if part is None:
-            return None
-        message_id, part_no, already = part
-        if not already:
-            conn.execute(
-                "UPDATE message_parts SET reported = 1, delivered = ?, stat = ?, reported_at = ?"
-                " WHERE message_id = ? AND part_no = ?",
-                (int(delivered), stat, at_ms, message_id, part_no),
-            )
-        return _part_match(conn, message_id, part_no, duplicate=already)
+def _part_reports_op(reports: tuple[PartReport, ...]) -> OpFn[list[PartMatch | None]]:
+    def op(conn: sqlite3.Connection) -> list[PartMatch | None]:
+        return [_record_part_report(conn, report) for report in reports]
 
     return op
+
+
+def _record_part_report(conn: sqlite3.Connection, report: PartReport) -> PartMatch | None:
+    part = _find_part(conn, report.carrier_msgid)
+    if part is None:
+        return None
+    message_id, part_no, already = part
+    if not already:
+        conn.execute(
+            "UPDATE message_parts SET reported = 1, delivered = ?, stat = ?, reported_at = ?"
+            " WHERE message_id = ? AND part_no = ?",
+            (int(report.delivered), report.stat, report.at_ms, message_id, part_no),
+        )
+    return _part_match(conn, message_id, part_no, duplicate=already)
 
 
 def _history(conn: sqlite3.Connection, msgid: str, appid: str | None) -> list[MessageHistory]:

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from smsgw.store import NewMessage, SqliteStore
+from smsgw.store import NewMessage, PartMatch, PartReport, SqliteStore, Store
 
 NOW = 1_700_000_000_000  # a fixed "now" in ms: the store takes time from its callers
 
@@ -35,6 +35,14 @@ def new_message(
         send_at_ms=send_at_ms,
         segments=segments,
     )
+
+
+async def record_part_report(
+    store: Store, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
+) -> PartMatch | None:
+    """One report on its own (`Store.record_part_reports` of one)."""
+    (match,) = await store.record_part_reports([PartReport(carrier_msgid, delivered, stat, at_ms)])
+    return match
 
 
 @pytest.fixture

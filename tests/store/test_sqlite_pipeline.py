@@ -17,13 +17,22 @@ from smsgw.store import (
     MessageUpdate,
     NewPush,
     PartRecord,
+    PartReport,
     PushState,
     SqliteStore,
     State,
     UnknownMessage,
 )
 from smsgw.store.sqlite import CLAIM_SQL, NEXT_DUE_SQL
-from tests.store.conftest import NOW, new_message, pause_writer, queue_gate, rows, settle
+from tests.store.conftest import (
+    NOW,
+    new_message,
+    pause_writer,
+    queue_gate,
+    record_part_report,
+    rows,
+    settle,
+)
 
 
 async def claim_one(store: SqliteStore, msgid: str = "m1", segments: int = 1) -> MessageRecord:
@@ -138,7 +147,7 @@ async def test_recover(store: SqliteStore) -> None:
 async def test_recover_returns_submitted_messages_whose_parts_all_reported(
     store: SqliteStore,
 ) -> None:
-    # A crash between record_part_report and the final apply leaves these SUBMITTED.
+    # A crash between record_part_reports and the final apply leaves these SUBMITTED.
     claimed = {msgid: await claim_one(store, msgid, segments=2) for msgid in ("ko", "half", "ok")}
     done = await claim_one(store, "done")
     await store.apply(
@@ -149,12 +158,12 @@ async def test_recover_returns_submitted_messages_whose_parts_all_reported(
             submitted(done.id, carrier_msgid="d1"),
         ]
     )
-    await store.record_part_report("k2", False, "UNDELIV", NOW + 10)
-    await store.record_part_report("k1", True, "DELIVRD", NOW + 20)  # reported last
-    await store.record_part_report("h1", True, "DELIVRD", NOW + 10)  # h2 still to come
-    await store.record_part_report("o1", True, "DELIVRD", NOW + 30)  # same time: the
-    await store.record_part_report("o2", True, "DELIVRD", NOW + 30)  # higher part number
-    await store.record_part_report("d1", True, "DELIVRD", NOW + 10)
+    await record_part_report(store, "k2", False, "UNDELIV", NOW + 10)
+    await record_part_report(store, "k1", True, "DELIVRD", NOW + 20)  # reported last
+    await record_part_report(store, "h1", True, "DELIVRD", NOW + 10)  # h2 still to come
+    await record_part_report(store, "o1", True, "DELIVRD", NOW + 30)  # same time: the
+    await record_part_report(store, "o2", True, "DELIVRD", NOW + 30)  # higher part number
+    await record_part_report(store, "d1", True, "DELIVRD", NOW + 10)
     final = Event(EventKind.DELIVERY_REPORT, NOW + 40, 1, "DELIVRD")
     await store.apply([MessageUpdate(done.id, State.DELIVERED, final, stat="DELIVRD")])
 
@@ -187,10 +196,10 @@ async def test_part_match_carries_the_part_as_stored(store: SqliteStore) -> None
     found = await store.find_by_part_id("p2")
     assert found is not None
     assert found.part == PartRecord(2, "p2", False, False, None, None)
-    first = await store.record_part_report("p2", False, "EXPIRED", NOW + 5)
+    first = await record_part_report(store, "p2", False, "EXPIRED", NOW + 5)
     assert first is not None
     assert first.part == PartRecord(2, "p2", True, False, "EXPIRED", NOW + 5)
-    again = await store.record_part_report("p2", True, "DELIVRD", NOW + 6)
+    again = await record_part_report(store, "p2", True, "DELIVRD", NOW + 6)
     assert again is not None and again.duplicate
     assert again.part == first.part  # the first report is kept
 
@@ -325,9 +334,9 @@ async def test_carrier_msgid_alone_makes_one_part(store: SqliteStore) -> None:
 async def test_part_reports(store: SqliteStore, db_path: Path) -> None:
     row = await claim_one(store, segments=3)
     await store.apply([submitted(row.id, "p1", "p2", "p3", carrier_msgid="p1")])
-    assert await store.record_part_report("zzz", True, "DELIVRD", NOW) is None
+    assert await record_part_report(store, "zzz", True, "DELIVRD", NOW) is None
 
-    first = await store.record_part_report("p2", True, "DELIVRD", NOW + 10)
+    first = await record_part_report(store, "p2", True, "DELIVRD", NOW + 10)
     assert first is not None
     assert (first.part_no, first.parts, first.reported, first.delivered) == (2, 3, 1, 1)
     assert not first.all_reported and not first.duplicate
@@ -339,15 +348,15 @@ async def test_part_reports(store: SqliteStore, db_path: Path) -> None:
         ("p2",),
     ) == [(1, 1, "DELIVRD", NOW + 10)]
 
-    second = await store.record_part_report("p1", False, "UNDELIV", NOW + 11)
+    second = await record_part_report(store, "p1", False, "UNDELIV", NOW + 11)
     assert second is not None
     assert (second.reported, second.delivered, second.failed_stat) == (2, 1, "UNDELIV")
 
-    again = await store.record_part_report("p1", True, "DELIVRD", NOW + 12)
+    again = await record_part_report(store, "p1", True, "DELIVRD", NOW + 12)
     assert again is not None and again.duplicate
     assert (again.reported, again.delivered, again.failed_stat) == (2, 1, "UNDELIV")
 
-    last = await store.record_part_report("p3", True, "DELIVRD", NOW + 13)
+    last = await record_part_report(store, "p3", True, "DELIVRD", NOW + 13)
     assert last is not None
     assert last.all_reported and not last.all_delivered
     assert last.message.id == row.id
@@ -362,11 +371,32 @@ async def test_part_reports(store: SqliteStore, db_path: Path) -> None:
     ]
 
 
+async def test_part_reports_in_one_call_are_taken_in_order(store: SqliteStore) -> None:
+    row = await claim_one(store, segments=2)
+    await store.apply([submitted(row.id, "q1", "q2", carrier_msgid="q1")])
+    commits = store.commit_count
+    matches = await store.record_part_reports(
+        [
+            PartReport("q2", True, "DELIVRD", NOW + 1),
+            PartReport("nobody", True, "DELIVRD", NOW + 2),
+            PartReport("q2", False, "UNDELIV", NOW + 3),  # a repeat within the call
+            PartReport("q1", True, "DELIVRD", NOW + 4),
+        ]
+    )
+    assert store.commit_count == commits + 1
+    first, unknown, repeat, last = matches
+    assert unknown is None
+    assert first is not None and (first.reported, first.duplicate) == (1, False)
+    assert repeat is not None and repeat.duplicate and repeat.reported == 1
+    assert last is not None and last.all_reported and last.all_delivered
+    assert await store.record_part_reports([]) == []
+
+
 async def test_all_parts_delivered(store: SqliteStore) -> None:
     row = await claim_one(store, segments=2)
     await store.apply([submitted(row.id, "x1", "x2", carrier_msgid="x1")])
-    await store.record_part_report("x1", True, "DELIVRD", NOW)
-    match = await store.record_part_report("x2", True, "DELIVRD", NOW)
+    await record_part_report(store, "x1", True, "DELIVRD", NOW)
+    match = await record_part_report(store, "x2", True, "DELIVRD", NOW)
     assert match is not None and match.all_reported and match.all_delivered
 
 
@@ -382,10 +412,10 @@ async def test_new_attempt_replaces_parts(store: SqliteStore) -> None:
 async def test_recycled_operator_id_goes_to_the_waiting_part(store: SqliteStore) -> None:
     first = await claim_one(store, "first")
     await store.apply([submitted(first.id, carrier_msgid="same")])
-    await store.record_part_report("same", True, "DELIVRD", NOW)
+    await record_part_report(store, "same", True, "DELIVRD", NOW)
     second = await claim_one(store, "second")
     await store.apply([submitted(second.id, carrier_msgid="same")])
-    match = await store.record_part_report("same", False, "EXPIRED", NOW + 1)
+    match = await record_part_report(store, "same", False, "EXPIRED", NOW + 1)
     assert match is not None
     assert match.message.msgid == "second" and not match.duplicate
 
