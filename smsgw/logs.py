@@ -26,6 +26,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: Literal["text", "json"]) -> None:
+    # Fields no line shows, skipped as the logging HOWTO's "Optimization" section says: the
+    # calling frame's file and line (a stack walk per record), thread and process names.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
