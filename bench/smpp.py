@@ -1,16 +1,18 @@
 """SMPP benchmark: submit_sm/s end to end through the gateway against the SMSC's own capacity.
 
 One local SMSC (tests/smsc/smsc.js, quiet: no per-PDU events) serves the whole run.
-- ceiling: blast.js, a minimal Node ESME, sends submit_sm with 64 outstanding on one
-  transceiver bind with registered_delivery=1 like the gateway, so the SMSC does the same
-  work (answer, then send a receipt and read its deliver_sm_resp). Measured again at the
-  end: a drift means the machine was busy with something else meanwhile.
+- ceiling: blast.js, a minimal Node ESME, sends submit_sm with 10 and with 64 outstanding on
+  one transceiver bind with registered_delivery=1 like the gateway, so the SMSC does the
+  same work (answer, then send a receipt and read its deliver_sm_resp); the better of the
+  two is the SMSC's capacity. blast.js stays bound until its last receipt has come: one left
+  queued at the SMSC would go to the gateway (same system_id) and slow it down. Measured
+  again at the end: a drift means the machine was busy with something else meanwhile.
 - the gateway (`smsgw serve`, its own process, SQLite in a temporary directory) with one bind
   at window 10, one bind at window 64 and two binds at window 64, and for reference one bind
   at window 64 without receipts (against blast.js without receipts). The gateway runs one
-  sender per window slot (window x binds). A load process submits `--messages` A001 items in batches
-  (sendtime now) as fast as they are accepted; the gateway stores them, sends them and
-  records each receipt.
+  sender per window slot (window x binds). A load process submits `--messages` A001 items
+  in batches (sendtime now) as fast as they are accepted; the gateway stores them, sends
+  them and records each receipt.
 
 Printed for each: submit_sm/s counted at the SMSC (from the first poll that saw a submit of
 the run to its last submit), the ratio to the ceiling (targets: >= 0.5 with one bind, higher
@@ -217,9 +219,10 @@ async def main(args: argparse.Namespace) -> None:
                 raise SmscError(f"blast.js: {result.failed} of {result.submits} refused")
             return result.per_second
 
-        ceiling = await blast(64)
+        wide = await blast(64)
+        narrow = await blast(10)
+        ceiling = max(wide, narrow)
         ceiling_no_receipts = await blast(64, receipts=False)
-        small = await blast(10)
         with tempfile.TemporaryDirectory() as tmp:
             for index, scenario in enumerate(SCENARIOS):
                 result = await run_gateway(
@@ -231,12 +234,14 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 results.append(result)
         # The same SMSC after the gateway runs: a drift says the machine was busy meanwhile.
-        ceiling_after = await blast(64)
+        ceiling_after = max(await blast(64), await blast(10))
 
-    print(f"{'SMSC ceiling, blast.js window 64:':46}{ceiling:9.0f} submit_sm/s (receipts on)")
+    print(
+        f"{'SMSC ceiling (best of blast.js windows):':46}{ceiling:9.0f} submit_sm/s (receipts on)"
+    )
+    print(f"{'  window 64 / window 10:':46}{wide:9.0f} / {narrow:.0f} submit_sm/s")
     print(f"{'  the same after the gateway runs:':46}{ceiling_after:9.0f} submit_sm/s")
-    print(f"{'  without receipts:':46}{ceiling_no_receipts:9.0f} submit_sm/s")
-    print(f"{'  at window 10 (for reference):':46}{small:9.0f} submit_sm/s")
+    print(f"{'  without receipts, window 64:':46}{ceiling_no_receipts:9.0f} submit_sm/s")
     for result in results:
         scenario = result.scenario
         top = ceiling if scenario.receipts else ceiling_no_receipts

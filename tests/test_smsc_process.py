@@ -465,6 +465,18 @@ async def test_blast_counts_every_submit_and_quiet_hides_them() -> None:
         await smsc.next_event("bind", mode="transmitter")
 
 
+async def test_blast_with_receipts_takes_every_receipt_before_it_leaves() -> None:
+    # Otherwise the receipts still queued at the SMSC go to the next ESME with its system_id
+    # (the gateway, in bench/smpp.py) and slow it down.
+    async with running_smsc(quiet=True, dlr_delay=0.0) as smsc:
+        result = await run_blast(
+            smsc.port, count=500, window=64, bind="transceiver", registered_delivery=1
+        )
+        assert result.ok == 500
+        stats = await smsc.stats()
+        assert (stats["deliver_sm_ok"], stats["pending_deliveries"]) == (500, 0)
+
+
 async def test_blast_reports_a_refused_bind() -> None:
     async with running_smsc() as smsc:
         with pytest.raises(SmscError, match="refused with status 13"):
