@@ -43,8 +43,10 @@ zipapp: dist/smsgw.pyz
 zipapp-test: dist/smsgw.pyz $(SMSC_STAMP)
 	SMSGW_PYZ=$(CURDIR)/dist/smsgw.pyz $(BIN)/pytest -m zipapp -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) $(SMSC_STAMP)
 	$(BIN)/python bench/accept.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/smpp.py
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info $(SMSC)/node_modules
