@@ -592,10 +592,11 @@ class Pipeline:
         detail: str,
         *,
         carrier_stat: str | None,
+        carrier_msgid: str | None = None,
     ) -> MessageUpdate:
         # When the gateway's stat replaces the operator's, the error text keeps the latter.
         error = detail if carrier_stat is None else f"{carrier_stat}: {detail}"
-        step = _Step(False, stat, attempt, record.submitted_at_ms or now, error=error)
+        step = _Step(False, stat, attempt, record.submitted_at_ms or now, carrier_msgid, error)
         return MessageUpdate(
             record.id,
             State.FAILED,
@@ -788,22 +789,14 @@ class Pipeline:
         self._next_sweep = trio.current_time() + self._sweep_interval_s
 
     def _timed_out(self, record: MessageRecord, now: int) -> MessageUpdate:
-        error = f"no delivery report within {self.config.report_timeout:g} s"
-        step = _Step(
-            False,
-            STAT_UNKNOWN,
+        return self._failed(
+            record,
             record.attempts,
-            record.submitted_at_ms or now,
-            record.carrier_msgid,
-            error,
-        )
-        return MessageUpdate(
-            record.id,
-            State.FAILED,
-            HistoryEvent(EventKind.FINAL, now, record.attempts, STAT_UNKNOWN, error),
-            stat=STAT_UNKNOWN,
-            error=error,
-            pushes=self._pushes(record, step, final=True),
+            now,
+            STAT_UNKNOWN,
+            f"no delivery report within {self.config.report_timeout:g} s",
+            carrier_stat=None,
+            carrier_msgid=record.carrier_msgid,
         )
 
     def _report_update(

@@ -137,12 +137,7 @@ class Server:
             log.exception("connection handler failed", extra={"peer": peer})
         finally:
             self.active_connections -= 1
-            if isinstance(stream, trio.SocketStream):
-                stream.socket.close()  # all a plain socket's aclose() does before its checkpoint
-            else:
-                with trio.move_on_after(1) as cleanup:  # TLS: close_notify may have to wait
-                    cleanup.shield = True
-                    await stream.aclose()
+            await _close_tls(stream)
 
     async def _serve_connection(self, stream: trio.abc.Stream, peer: str) -> None:
         decoder = RequestDecoder(max_body=self.config.max_body)
@@ -198,9 +193,7 @@ class Server:
             drained = 0
             while drained < RECEIVE_CHUNK * 4 and (chunk := await stream.receive_some()):
                 drained += len(chunk)
-        with trio.move_on_after(1) as cleanup:
-            cleanup.shield = True
-            await stream.aclose()
+        await _close_tls(stream)
 
     # --- one request ---
 
@@ -279,6 +272,16 @@ class Server:
             (time.perf_counter() - started) * 1000,
             peer,
         )
+
+
+async def _close_tls(stream: trio.abc.Stream) -> None:
+    """Close a TLS stream politely (close_notify, for at most a second, even when cancelled).
+    A plain socket needs nothing here: `serve_listeners` closes every stream once its
+    handler returns, so a scope and a close of our own would only be work twice."""
+    if isinstance(stream, trio.SSLStream):
+        with trio.move_on_after(1) as cleanup:
+            cleanup.shield = True
+            await stream.aclose()
 
 
 def _new_message(appid: str, delivery: Delivery) -> NewMessage:

@@ -83,7 +83,6 @@ from smsgw.carriers.smpp.codec import (
     SmppConnection,
     SmppFramingError,
     SmppPduError,
-    SubmitSm,
     Unbind,
     describe_status,
     generic_nack_for,
@@ -304,6 +303,13 @@ class Link:
                 self._flushed = trio.Event()
             await self._flushed.wait()
 
+    async def close_with(self, pdu: Pdu, reason: str) -> None:
+        """Send a last PDU (best effort, for at most NACK_TIMEOUT), then lose the link."""
+        self.send_nowait(pdu)
+        with trio.move_on_after(NACK_TIMEOUT):
+            await self.flush()
+        self.lose(reason)
+
     async def write_loop(self) -> None:
         """The writer task (see the class doc); returns once the link is lost."""
         try:
@@ -523,8 +529,8 @@ class SmppSession:
 
     # -- submitting ------------------------------------------------------------------------
 
-    async def submit(self, pdu: SubmitSm | bytes) -> Pdu:
-        """Send one submit_sm (a PDU, or its `encode_pdu` bytes) and return the SMSC's answer
+    async def submit(self, data: bytes) -> Pdu:
+        """Send one submit_sm, as `encode_pdu` made it, and return the SMSC's answer
         (submit_sm_resp or generic_nack, whatever its status). Raises NotSent, LinkLost or
         ResponseTimeout."""
         if not self.bound:
@@ -551,10 +557,7 @@ class SmppSession:
             link = self._tx
             if self._stopping or link is None or not link.alive:
                 raise NotSent("the bind was lost before sending")
-            if isinstance(pdu, bytes):
-                response = await link.request_encoded(pdu, self.config.response_timeout)
-            else:
-                response = await link.request(pdu, self.config.response_timeout)
+            response = await link.request_encoded(data, self.config.response_timeout)
         finally:
             self._in_flight -= 1
             window.release()
@@ -834,10 +837,7 @@ class SmppSession:
                     link.name,
                     error.message,
                 )
-                link.send_nowait(generic_nack_for(error))
-                with trio.move_on_after(NACK_TIMEOUT):
-                    await link.flush()
-                link.lose(f"framing error: {error.message}")
+                await link.close_with(generic_nack_for(error), f"framing error: {error.message}")
                 return False
             if event is NEED_DATA:
                 return True
@@ -898,10 +898,7 @@ class SmppSession:
             link.send_nowait(response_for(pdu))
         elif isinstance(pdu, Unbind):
             log.warning("%s: the SMSC unbound", link.name)
-            link.send_nowait(response_for(pdu))
-            with trio.move_on_after(NACK_TIMEOUT):
-                await link.flush()
-            link.lose("the SMSC unbound")
+            await link.close_with(response_for(pdu), "the SMSC unbound")
         else:
             log.warning(
                 "%s: the SMSC sent %s, which an ESME does not accept: refused",
