@@ -134,8 +134,10 @@ def _announce(config: Config, info: GatewayInfo) -> None:
             f"  demo app: appid={DEMO_APPID} secret={DEMO_SECRET} "
             "(loopback only; set SMSGW_APPS or SMSGW_APPS_FILE for real apps)"
         )
-    # One write, so whoever reads the banner gets all of it together.
-    print("\n".join(lines), flush=True)
+    # One write with its last newline (print() writes `end` separately), so whoever reads
+    # the banner line by line gets all of it together.
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
 
 
 def _raise_open_files_limit() -> None:

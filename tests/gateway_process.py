@@ -28,6 +28,15 @@ class GatewayProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    async def output_line(self, needle: str, timeout: float = 10.0) -> str:
+        """The first stdout line holding `needle`, waiting for it to arrive (pipes split writes)."""
+        with trio.fail_after(timeout):
+            while True:
+                for line in self.stdout:
+                    if needle.encode() in line:
+                        return line.decode()
+                await trio.sleep(0.01)
+
     def log_text(self) -> str:
         return (self.workdir / "gateway.log").read_text(errors="replace")
 

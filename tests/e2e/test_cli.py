@@ -14,8 +14,8 @@ from tests.gateway_process import base_env, gateway_process, run_cli
 
 async def test_serve_send_status_and_stop(tmp_path: Path) -> None:
     async with gateway_process(tmp_path) as gw:
-        banner = b"\n".join(gw.stdout).decode()
-        assert "demo app: appid=demo secret=demo-secret" in banner
+        demo = await gw.output_line("demo app:")
+        assert "appid=demo secret=demo-secret" in demo
         env = base_env(tmp_path, {})
         sent = await run_cli(
             [
