@@ -129,6 +129,8 @@ def _announce(config: Config, info: GatewayInfo) -> None:
         f"  store: {redact_url(config.db_url)}",
         f"  carrier: {redact_url(config.carrier_url)}",
     ]
+    if info.metrics is not None:
+        lines.append(f"  metrics: http://{info.metrics}/metrics and /healthz")
     if config.demo:
         lines.append(
             f"  demo app: appid={DEMO_APPID} secret={DEMO_SECRET} "

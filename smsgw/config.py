@@ -43,6 +43,11 @@ class Endpoint:
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    @classmethod
+    def of_sockname(cls, name: Any) -> Endpoint:
+        """From a socket's getsockname() (the real port of one bound to port 0)."""
+        return cls(str(name[0]), int(name[1]))
+
 
 @attrs.frozen
 class AppConfig:

@@ -1,7 +1,8 @@
 """The gateway: one Trio nursery tree, each part owning its tasks (DESIGN.md §2).
 
-Start-up order: store, carrier, pusher, pipeline (which first decides the submits left in
-doubt by a crash), listener. A graceful shutdown goes the other way round, all within one
+Start-up order: store (and the metrics endpoint, up until the store closes), carrier,
+pusher, pipeline (which first decides the submits left in doubt by a crash), listener.
+A graceful shutdown goes the other way round, all within one
 `shutdown_grace` from the request: the listener stops accepting and finishes the requests
 in hand; the pipeline stops claiming and its senders finish (and record) the submits in
 flight; the pusher finishes its pushes in flight; the carrier closes; the MOs it handed over
@@ -20,6 +21,7 @@ from smsgw.carriers.base import Carrier, MobileOriginated, ReceivesMo
 from smsgw.clock import WallClock
 from smsgw.config import Config, ConfigError, Endpoint
 from smsgw.inbox import store_inbound
+from smsgw.metrics import MetricsServer
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.server import Server
@@ -37,6 +39,7 @@ class GatewayInfo:
     """What a started gateway tells its starter (tests use the bound port)."""
 
     listen: list[Endpoint]
+    metrics: Endpoint | None = None  # where /metrics and /healthz answer (SMSGW_METRICS)
 
 
 def store_from_config(config: Config) -> Store:
@@ -75,6 +78,19 @@ class Gateway:
         self.server.on_stored = self.pipeline.wake
         self.pipeline.on_pushes = self.pusher.wake
         self._shutdown = trio.Event()
+        self.metrics = (
+            MetricsServer(
+                config.metrics,
+                store=self.store,
+                carrier=self.carrier,
+                server=self.server,
+                pipeline=self.pipeline,
+                pusher=self.pusher,
+                shutting_down=lambda: self.shutdown_requested,
+            )
+            if config.metrics is not None
+            else None
+        )
 
     @property
     def shutdown_requested(self) -> bool:
@@ -89,6 +105,8 @@ class Gateway:
     ) -> None:
         async with trio.open_nursery() as foundation:
             await foundation.start(self.store.run)
+            # Up from the store's start to its close: /healthz says 503 through a shutdown.
+            metrics = await foundation.start(self.metrics.run) if self.metrics else None
             inbox_done = trio.Event()
             if isinstance(self.carrier, ReceivesMo):
                 # Taken before the carrier runs: from then on its MOs are kept, not dropped.
@@ -101,7 +119,7 @@ class Gateway:
                     await pushing.start(self.pusher.run)
                     async with trio.open_nursery() as sending:
                         await sending.start(self.pipeline.run)
-                        deadline = await self._serve(task_status)
+                        deadline = await self._serve(task_status, metrics)
                         log.info("stopping the pipeline: finishing the submits in flight")
                         self.pipeline.stop()
                         # The carrier stops taking submits now, while the senders finish: one
@@ -139,11 +157,13 @@ class Gateway:
         finally:
             closed.set()
 
-    async def _serve(self, task_status: trio.TaskStatus[GatewayInfo]) -> float:
+    async def _serve(
+        self, task_status: trio.TaskStatus[GatewayInfo], metrics: Endpoint | None
+    ) -> float:
         """Run the listener until shutdown() and its drain; return the shutdown deadline."""
         async with trio.open_nursery() as services:
             listen = await services.start(self.server.run)
-            task_status.started(GatewayInfo(listen=listen))
+            task_status.started(GatewayInfo(listen=listen, metrics=metrics))
             await self._shutdown.wait()
             deadline = trio.current_time() + self.config.shutdown_grace
             log.info("shutting down: no new connections, finishing requests in hand")

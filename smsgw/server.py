@@ -6,6 +6,7 @@ crash the whole server. A request's items are answered `0` only after the store'
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hmac
 import logging
@@ -43,7 +44,7 @@ from smsgw.protocol.messages import (
 from smsgw.protocol.status import Status
 from smsgw.ratelimit import FailureLimiter, TokenBucket
 from smsgw.store.base import NewMessage, Store, StoreClosed
-from smsgw.streams import RECEIVE_CHUNK, receive_event
+from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 
 log = logging.getLogger("smsgw.server")
 
@@ -82,6 +83,10 @@ class Server:
         self._stopping = False
         self.active_connections = 0
         self.requests_served = 0
+        # For /metrics: answers by status, connections refused busy, new messages stored.
+        self.responses: collections.Counter[str] = collections.Counter()
+        self.refused_busy = 0
+        self.messages_accepted = 0
 
     @property
     def clock(self) -> WallClock:
@@ -102,7 +107,7 @@ class Server:
                 trio.SSLListener(listener, self._ssl_context, https_compatible=False)
                 for listener in tcp_listeners
             ]
-        bound = [_endpoint_of(listener.socket.getsockname()) for listener in tcp_listeners]
+        bound = [Endpoint.of_sockname(listener.socket.getsockname()) for listener in tcp_listeners]
         async with trio.open_nursery() as handlers:
             with trio.CancelScope() as self._accept_scope:
                 if self._stopping:
@@ -179,20 +184,18 @@ class Server:
             log.info("write timeout: client not reading its answer")
             raise trio.BrokenResourceError("write timeout")
         self.requests_served += 1
+        self.responses[outcome.response.status.value] += 1
 
     async def _refuse_busy(self, stream: trio.abc.Stream, peer: str) -> None:
         log.warning("too many connections: refusing %s", peer)
+        self.refused_busy += 1
         body = encode_json(error_response(Status.BUSY, "gateway busy: retry later"))
         with (
             trio.move_on_after(1),
             contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
         ):
             await stream.send_all(encode_response("B000", body))
-            # Read (and drop) what the client sends until it closes: closing a socket with
-            # unread data would reset the connection and could destroy our answer in flight.
-            drained = 0
-            while drained < RECEIVE_CHUNK * 4 and (chunk := await stream.receive_some()):
-                drained += len(chunk)
+            await discard_input(stream, RECEIVE_CHUNK * 4)
         await _close_tls(stream)
 
     # --- one request ---
@@ -253,6 +256,7 @@ class Server:
             now_ms = self.clock.now_ms()
             messages = [_new_message(app.appid, delivery) for delivery in deliveries]
             stored = await self.store.insert_messages(messages, now_ms)
+            self.messages_accepted += sum(stored)
             due = [
                 now_ms if m.send_at_ms is None else m.send_at_ms
                 for m, new in zip(messages, stored, strict=True)
@@ -313,7 +317,3 @@ def _peer_address(stream: trio.abc.Stream) -> str:
         except OSError:
             return "?"
     return "?"
-
-
-def _endpoint_of(sockname: Any) -> Endpoint:
-    return Endpoint(str(sockname[0]), int(sockname[1]))

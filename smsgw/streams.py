@@ -1,4 +1,5 @@
-"""The one place where bytes from a Trio stream are fed to a sans-IO frame decoder."""
+"""Reading Trio streams: the one place where bytes are fed to a sans-IO frame decoder, and
+the draining of unread input before a close."""
 
 from __future__ import annotations
 
@@ -40,3 +41,12 @@ async def receive_event(
         if not isinstance(event, NeedData):
             return event
         decoder.receive_data(await stream.receive_some(RECEIVE_CHUNK))
+
+
+async def discard_input(stream: trio.abc.ReceiveStream, max_bytes: int) -> None:
+    """Read and drop what the peer still sends until it closes (or `max_bytes`): closing a
+    socket with unread input resets the connection, which can destroy an answer still in
+    flight. Call it under a deadline."""
+    drained = 0
+    while drained < max_bytes and (chunk := await stream.receive_some(RECEIVE_CHUNK)):
+        drained += len(chunk)

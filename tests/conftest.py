@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from smsgw.config import Config, load_config
-from smsgw.gateway import Gateway
+from smsgw.gateway import Gateway, GatewayInfo
 from smsgw.protocol.framing import (
     LengthStyle,
     Response,
@@ -45,6 +45,7 @@ def make_config(tmp_path: Path, **env: str) -> Config:
 class RunningGateway:
     gateway: Gateway
     port: int
+    info: GatewayInfo
 
     @property
     def store(self) -> Store:
@@ -58,7 +59,7 @@ async def running_gateway(
     gateway = Gateway(config, store=store)
     async with trio.open_nursery() as nursery:
         info = await nursery.start(gateway.run)
-        yield RunningGateway(gateway, info.listen[0].port)
+        yield RunningGateway(gateway, info.listen[0].port, info)
         gateway.shutdown()
 
 

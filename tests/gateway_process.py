@@ -37,6 +37,13 @@ class GatewayProcess:
                         return line.decode()
                 await trio.sleep(0.01)
 
+    async def metrics_port(self) -> int:
+        """The port of /metrics and /healthz, from the banner (SMSGW_METRICS set)."""
+        line = await self.output_line("metrics: http://")
+        match = re.search(r"http://\S+:(\d+)/", line)
+        assert match, line
+        return int(match.group(1))
+
     def log_text(self) -> str:
         return (self.workdir / "gateway.log").read_text(errors="replace")
 

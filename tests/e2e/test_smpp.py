@@ -27,6 +27,7 @@ import trio
 from smsgw.client import submit
 from smsgw.protocol.status import Status
 from tests.gateway_process import GatewayProcess, base_env, gateway_process, run_cli
+from tests.http_client import http, scrape_until
 from tests.listen_process import Item, ListenProcess, listen_process
 from tests.smsc_process import ESME_ROK, ESME_RTHROTTLED, Event, Smsc, running_smsc
 
@@ -451,10 +452,24 @@ async def test_link_dropped_mid_run_loses_nothing_and_never_resends_codes(
 async def test_two_binds_are_both_used(tmp_path: Path, bind: str) -> None:
     messages = [Sms(f"b{n}", f"86137000{n:05d}", f"Two binds {n}") for n in range(40)]
     links = 2 if bind == "trx" else 4
-    async with smpp_gateway(tmp_path, carrier={"binds": 2, "bind": bind}, links=links) as setup:
+    async with smpp_gateway(
+        tmp_path,
+        carrier={"binds": 2, "bind": bind},
+        links=links,
+        env={"SMSGW_METRICS": "127.0.0.1:0"},
+    ) as setup:
         sent_after = await setup.submit(messages)
         receipts = await setup.receipts_for(len(messages))
         await settle(setup.smsc, len(messages))
+        metrics_port = await setup.gateway.metrics_port()
+        assert (await http(metrics_port, "GET", "/healthz")).status == 200
+        done = ("smsgw_push_items_done_total", (("appid", APPID),))
+        # The merchant printed the items; its answers may still be on their way.
+        scraped = await scrape_until(metrics_port, lambda found: found.get(done) == len(messages))
+        assert scraped[("smsgw_carrier_binds", ())] == 2
+        assert scraped[("smsgw_carrier_binds_up", ())] == 2
+        assert scraped[("smsgw_pipeline_submits_total", ())] == len(messages)
+        assert scraped[("smsgw_pipeline_reports_total", ())] == len(messages)
         assert_receipts(
             receipts, {sms.key: ("1", "DELIVRD") for sms in messages}, sent_after_ms=sent_after
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_process import base_env, gateway_process, run_cli
+from tests.http_client import http, samples
 
 pytestmark = pytest.mark.zipapp
 
@@ -21,7 +22,9 @@ def test_the_zipapp_is_the_one_under_test() -> None:
 async def test_zipapp_serves_sends_and_stops(tmp_path: Path) -> None:
     version = await run_cli(["--version"], base_env(tmp_path, {}))
     assert version.returncode == 0 and version.stdout.startswith(b"smsgw ")
-    async with gateway_process(tmp_path) as gw:
+    async with gateway_process(tmp_path, {"SMSGW_METRICS": "127.0.0.1:0"}) as gw:
+        metrics_port = await gw.metrics_port()
+        assert (await http(metrics_port, "GET", "/healthz")).status == 200
         sent = await run_cli(
             [
                 "send",
@@ -40,4 +43,6 @@ async def test_zipapp_serves_sends_and_stops(tmp_path: Path) -> None:
         assert json.loads(sent.stdout)["status"] == "0"
         shown = await run_cli(["status", "z1"], base_env(tmp_path, {}))
         assert shown.returncode == 0 and b"8613800138000" in shown.stdout
+        scraped = samples((await http(metrics_port, "GET", "/metrics")).body)
+        assert scraped[("smsgw_messages_accepted_total", ())] == 1
     assert gw.process.returncode == 0
