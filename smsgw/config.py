@@ -89,6 +89,7 @@ class Config:
     max_retries: int = 3
     retry_backoff: float = 10.0
     report_timeout: float = 3 * 86400.0
+    retention: float | None = 30 * 86400.0  # None: keep every row forever
     read_timeout: float = 10.0
     idle_timeout: float = 30.0
     max_connections: int = 1024
@@ -165,6 +166,15 @@ def _positive_duration(text: str) -> float:
     value = parse_duration(text)
     if value <= 0:
         raise ValueError(f"must be more than zero, got {text!r}")
+    return value
+
+
+def _retention(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    value = parse_duration(text)
+    if value < 3600:
+        raise ValueError(f"must be at least 1h (or off), got {text!r}")
     return value
 
 
@@ -332,6 +342,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     read("SMSGW_MAX_RETRIES", "max_retries", _int_at_least(0, 100))
     read("SMSGW_RETRY_BACKOFF", "retry_backoff", _positive_duration)
     read("SMSGW_REPORT_TIMEOUT", "report_timeout", _positive_duration)
+    read("SMSGW_RETENTION", "retention", _retention)
     read("SMSGW_READ_TIMEOUT", "read_timeout", _positive_duration)
     read("SMSGW_IDLE_TIMEOUT", "idle_timeout", _positive_duration)
     read("SMSGW_MAX_CONNECTIONS", "max_connections", _int_at_least(1))

@@ -24,6 +24,7 @@ from smsgw.inbox import store_inbound
 from smsgw.metrics import MetricsServer
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
+from smsgw.retention import Retention
 from smsgw.server import Server
 from smsgw.store import open_store
 from smsgw.store.base import Store
@@ -78,6 +79,11 @@ class Gateway:
         self.server.on_stored = self.pipeline.wake
         self.pipeline.on_pushes = self.pusher.wake
         self._shutdown = trio.Event()
+        self.retention = (
+            Retention(self.store, self.clock, config.retention)
+            if config.retention is not None
+            else None
+        )
         self.metrics = (
             MetricsServer(
                 config.metrics,
@@ -86,6 +92,7 @@ class Gateway:
                 server=self.server,
                 pipeline=self.pipeline,
                 pusher=self.pusher,
+                retention=self.retention,
                 shutting_down=lambda: self.shutdown_requested,
             )
             if config.metrics is not None
@@ -107,6 +114,8 @@ class Gateway:
             await foundation.start(self.store.run)
             # Up from the store's start to its close: /healthz says 503 through a shutdown.
             metrics = await foundation.start(self.metrics.run) if self.metrics else None
+            if self.retention is not None:
+                await foundation.start(self.retention.run)
             inbox_done = trio.Event()
             if isinstance(self.carrier, ReceivesMo):
                 # Taken before the carrier runs: from then on its MOs are kept, not dropped.

@@ -28,6 +28,7 @@ from smsgw import __version__
 from smsgw.config import Endpoint
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
+from smsgw.retention import Retention
 from smsgw.server import Server
 from smsgw.store.base import State, Store, StoreError
 from smsgw.streams import discard_input
@@ -126,6 +127,7 @@ class MetricsServer:
         server: Server,
         pipeline: Pipeline,
         pusher: Pusher,
+        retention: Retention | None,
         shutting_down: Callable[[], bool],
     ) -> None:
         self.endpoint = endpoint
@@ -134,6 +136,7 @@ class MetricsServer:
         self.server = server
         self.pipeline = pipeline
         self.pusher = pusher
+        self.retention = retention
         self.shutting_down = shutting_down
         self.active_connections = 0
         self.scrapes = 0
@@ -265,6 +268,14 @@ class MetricsServer:
         if isinstance(self.carrier, HasBinds):
             gauge("smsgw_carrier_binds", "binds configured", len(self.carrier.sessions))
             gauge("smsgw_carrier_binds_up", "binds up", self.carrier.bound_sessions)
+
+        if self.retention is not None:
+            deleted = CounterMetricFamily(
+                "smsgw_retention_deleted", "rows past SMSGW_RETENTION deleted", labels=["table"]
+            )
+            deleted.add_metric(["messages"], self.retention.stats.messages_deleted)
+            deleted.add_metric(["inbound"], self.retention.stats.inbound_deleted)
+            families.append(deleted)
 
         if isinstance(self.store, CountsCommits):
             counter("smsgw_store_commits", "group commits", self.store.commit_count)

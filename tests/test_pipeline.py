@@ -220,6 +220,12 @@ class BusyStore:
     ) -> list[InboundRecord]:
         return await busy(lambda: self.inner.recent_inbound(limit, before_id=before_id))
 
+    async def delete_finished(self, final_before_ms: int, limit: int) -> int:
+        return await busy(lambda: self.inner.delete_finished(final_before_ms, limit))
+
+    async def delete_inbound(self, received_before_ms: int, limit: int) -> int:
+        return await busy(lambda: self.inner.delete_inbound(received_before_ms, limit))
+
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         return await busy(lambda: self.inner.find_by_part_id(carrier_msgid))
 

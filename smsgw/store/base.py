@@ -367,6 +367,16 @@ class Store(Protocol):
         """Outbox items per push state (every PushState is present)."""
         ...
 
+    # retention
+    async def delete_finished(self, final_before_ms: int, limit: int) -> int:
+        """Delete up to `limit` messages final before the time, oldest first, with their
+        events, parts and pushes; never one with a push still pending. Returns how many."""
+        ...
+
+    async def delete_inbound(self, received_before_ms: int, limit: int) -> int:
+        """Delete up to `limit` MOs received before the time, oldest first. Returns how many."""
+        ...
+
     # mobile-originated messages
     async def insert_inbound(self, messages: Sequence[MobileOriginated]) -> None:
         """Store MOs as received (a repeat is stored again: an MO has no id to tell). Durable."""

@@ -156,6 +156,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             received_at INTEGER NOT NULL
         )""",
     ),
+    # 5: retention (SMSGW_RETENTION) finds old rows without reading the others.
+    (
+        """CREATE INDEX messages_finished ON messages (final_at)
+            WHERE final_at IS NOT NULL""",
+        "CREATE INDEX inbound_received ON inbound (received_at)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -208,6 +214,14 @@ _REPORTED_SUBMITTED_SQL: Final = (
     " AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id AND NOT p.reported)"
     " ORDER BY m.id"
 )
+# Public for the query-plan test: it must walk messages_finished, not the table.
+DELETE_FINISHED_SELECT: Final = (
+    "SELECT m.id FROM messages m INDEXED BY messages_finished"
+    " WHERE m.final_at IS NOT NULL AND m.final_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM pushes p WHERE p.message_id = m.id AND p.state = 'pending')"
+    " ORDER BY m.final_at LIMIT ?"
+)
+_DELETE_FINISHED_SQL: Final = f"DELETE FROM messages WHERE id IN ({DELETE_FINISHED_SELECT})"
 _INSERT_PUSH: Final = (
     "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
     " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
@@ -679,6 +693,33 @@ class SqliteStore:
             return counts
 
         return await self._read(read)
+
+    # ------------------------------------------------------------------ retention
+
+    async def delete_finished(self, final_before_ms: int, limit: int) -> int:
+        _check_limit(limit)
+        if not limit:
+            return 0
+
+        def op(conn: sqlite3.Connection) -> int:
+            # events, message_parts and pushes follow by ON DELETE CASCADE.
+            return conn.execute(_DELETE_FINISHED_SQL, (final_before_ms, limit)).rowcount
+
+        return await self._write(op, weight=limit)
+
+    async def delete_inbound(self, received_before_ms: int, limit: int) -> int:
+        _check_limit(limit)
+        if not limit:
+            return 0
+
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound INDEXED BY"
+                " inbound_received WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+                (received_before_ms, limit),
+            ).rowcount
+
+        return await self._write(op, weight=limit)
 
     # ------------------------------------------------------------------ inbound
 
