@@ -16,8 +16,16 @@ import trio
 
 from smsgw import __version__
 from smsgw.client import ClientError, PushItem, ReceiptServer, submit_sync
-from smsgw.config import DEMO_APPID, DEMO_SECRET, Config, ConfigError, load_config, redact_url
-from smsgw.gateway import Gateway, GatewayInfo, store_from_config
+from smsgw.config import (
+    DEMO_APPID,
+    DEMO_SECRET,
+    Config,
+    ConfigError,
+    config_error_in,
+    load_config,
+    redact_url,
+)
+from smsgw.gateway import Gateway, GatewayInfo, start_store, store_from_config
 from smsgw.logs import setup_logging
 from smsgw.protocol.framing import LengthStyle
 from smsgw.protocol.messages import converter
@@ -94,10 +102,19 @@ def _serve(args: argparse.Namespace) -> int:
         setup_logging(config.log_level, config.log_format)
         _raise_open_files_limit()
         trio.run(_serve_async, config)
-    except ConfigError as exc:
-        print(f"smsgw: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except (ConfigError, BaseExceptionGroup) as exc:
+        return _explain_config_error(exc)
     return 0
+
+
+def _explain_config_error(exc: BaseException) -> int:
+    """Print the one line of the ConfigError `exc` carries and give the exit code; re-raise
+    anything else."""
+    error = config_error_in(exc)
+    if error is None:
+        raise exc
+    print(f"smsgw: configuration error: {error}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 async def _serve_async(config: Config) -> None:
@@ -231,9 +248,8 @@ def _status(args: argparse.Namespace) -> int:
     try:
         config = load_config()
         histories = trio.run(_query, config, lambda store: store.history(args.msgid, args.appid))
-    except ConfigError as exc:
-        print(f"smsgw: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except (ConfigError, BaseExceptionGroup) as exc:
+        return _explain_config_error(exc)
     if not histories:
         print(f"smsgw status: no message with msgid {args.msgid!r}", file=sys.stderr)
         return 1
@@ -255,7 +271,7 @@ async def _query(config: Config, query: Callable[[Store], Awaitable[T]]) -> T:
     """Run one query against the configured store."""
     store = store_from_config(config)
     async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
+        await start_store(nursery, store)
         result = await query(store)
         nursery.cancel_scope.cancel()
     return result
@@ -273,9 +289,8 @@ def _inbox(args: argparse.Namespace) -> int:
         records = trio.run(
             _query, config, lambda store: store.recent_inbound(args.limit, before_id=args.before)
         )
-    except ConfigError as exc:
-        print(f"smsgw: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except (ConfigError, BaseExceptionGroup) as exc:
+        return _explain_config_error(exc)
     for record in records:
         print(json.dumps(_inbound_json(record), ensure_ascii=False))
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 import attrs
+import trio
 
 from smsgw.protocol.framing import MAX_BINARY_LENGTH, LengthStyle, canonical_credential
 
@@ -33,6 +34,18 @@ class ConfigError(Exception):
         super().__init__(f"{variable}: {reason}")
         self.variable = variable
         self.reason = reason
+
+
+def config_error_in(exc: BaseException) -> ConfigError | None:
+    """The ConfigError an exception is or carries (nurseries wrap errors raised at start-up
+    in exception groups), or None."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := config_error_in(inner)) is not None:
+                return found
+    return None
 
 
 @attrs.frozen
@@ -121,6 +134,15 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"expected a duration like 10s, 500ms, 5m, 1h or 30d, got {text!r}")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+
+
+async def open_listeners(variable: str, endpoint: Endpoint) -> list[trio.SocketListener]:
+    """TCP listeners on an endpoint a variable names; a ConfigError naming the variable
+    when the address cannot be had (in use, not this machine's, not allowed)."""
+    try:
+        return await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+    except OSError as exc:
+        raise ConfigError(variable, f"cannot listen on {endpoint}: {exc.strerror or exc}") from None
 
 
 def parse_endpoint(text: str) -> Endpoint:

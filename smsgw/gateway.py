@@ -27,7 +27,7 @@ from smsgw.pusher import Pusher
 from smsgw.retention import Retention
 from smsgw.server import Server
 from smsgw.store import open_store
-from smsgw.store.base import Store
+from smsgw.store.base import Store, StoreError
 
 log = logging.getLogger("smsgw.gateway")
 
@@ -55,6 +55,14 @@ def carrier_from_config(config: Config, clock: WallClock) -> Carrier:
         return open_carrier(config.carrier_url, now_ms=clock.now_ms)
     except ValueError as exc:
         raise ConfigError("SMSGW_CARRIER", str(exc)) from None
+
+
+async def start_store(nursery: trio.Nursery, store: Store) -> None:
+    """Start the store; one that cannot be opened is a ConfigError naming SMSGW_DB."""
+    try:
+        await nursery.start(store.run)
+    except StoreError as exc:
+        raise ConfigError("SMSGW_DB", str(exc)) from None
 
 
 class Gateway:
@@ -111,7 +119,7 @@ class Gateway:
         self, *, task_status: trio.TaskStatus[GatewayInfo] = trio.TASK_STATUS_IGNORED
     ) -> None:
         async with trio.open_nursery() as foundation:
-            await foundation.start(self.store.run)
+            await start_store(foundation, self.store)
             # Up from the store's start to its close: /healthz says 503 through a shutdown.
             metrics = await foundation.start(self.metrics.run) if self.metrics else None
             if self.retention is not None:

@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from smsgw import __version__
-from smsgw.config import Endpoint
+from smsgw.config import Endpoint, open_listeners
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.retention import Retention
@@ -147,7 +147,7 @@ class MetricsServer:
     async def run(
         self, *, task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        listeners = await trio.open_tcp_listeners(self.endpoint.port, host=self.endpoint.host)
+        listeners = await open_listeners("SMSGW_METRICS", self.endpoint)
         task_status.started(Endpoint.of_sockname(listeners[0].socket.getsockname()))
         await trio.serve_listeners(self._handle, listeners)
 

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from smsgw.clock import WallClock
-from smsgw.config import AppConfig, Config, ConfigError, Endpoint
+from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
@@ -100,7 +100,7 @@ class Server:
         """Serve until `stop_accepting()`; then wait for the connections in hand to finish,
         for at most the shutdown grace period."""
         listen = self.config.listen
-        tcp_listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+        tcp_listeners = await open_listeners("SMSGW_LISTEN", listen)
         listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
         if self._ssl_context is not None:
             listeners = [

@@ -89,6 +89,29 @@ async def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) ->
     assert "SMSGW_DB" in done.stderr.decode()
 
 
+async def test_what_start_up_cannot_have_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    not_a_database = tmp_path / "garbage.db"
+    not_a_database.write_bytes(b"this is not SQLite" * 100)
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cases = [
+        (["serve"], {"SMSGW_DB": f"sqlite:///{not_a_database}"}, "SMSGW_DB"),
+        (["status", "m1"], {"SMSGW_DB": f"sqlite:///{not_a_database}"}, "SMSGW_DB"),
+        (["inbox"], {"SMSGW_DB": f"sqlite:///{tmp_path}/no/such/dir/db"}, "SMSGW_DB"),
+        (["serve"], {"SMSGW_LISTEN": f"127.0.0.1:{port}"}, "SMSGW_LISTEN"),
+        (["serve"], {"SMSGW_METRICS": f"127.0.0.1:{port}"}, "SMSGW_METRICS"),
+    ]
+    with taken:
+        for args, settings, variable in cases:
+            done = await run_cli(args, base_env(tmp_path, settings))
+            lines = done.stderr.decode().strip().splitlines()
+            assert done.returncode == 2, (args, settings, lines)
+            assert len(lines) == 1 and variable in lines[0], (args, settings, lines)
+    assert not_a_database.read_bytes() == b"this is not SQLite" * 100
+
+
 async def test_version(tmp_path: Path) -> None:
     done = await run_cli(["--version"], base_env(tmp_path, {}))
     assert done.returncode == 0
