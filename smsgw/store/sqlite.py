@@ -2,9 +2,10 @@
 
 Every write is an *op*: a function run against the writer connection. Callers queue ops;
 the writer task takes the first queued op plus whatever else is queued (up to a cap), runs
-them all in ONE transaction in a worker thread — each op inside its own SAVEPOINT, so an op
-that raises is rolled back alone — commits once (one fsync for the whole group), then wakes
-each caller with its result. While a commit runs, new ops accumulate for the next group.
+them all in ONE transaction in a worker thread — an op that raises is rolled back alone (the
+group is then run again with a SAVEPOINT per op) — commits once (one fsync for the whole
+group), then wakes each caller with its result. While a commit runs, new ops accumulate for
+the next group.
 
 Reads use separate query_only connections in worker threads, so they never wait for a
 commit (WAL readers see the last committed state).
@@ -213,6 +214,21 @@ _REPORTED_SUBMITTED_SQL: Final = (
     " AND EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id)"
     " AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id AND NOT p.reported)"
     " ORDER BY m.id"
+)
+# The report path's queries (public for the query-plan test). The first marks the part a
+# report is for, when one waits for it: of the parts with the id, the newest message's
+# (operators may recycle ids; `_find_part` has the same preference).
+TAKE_PART_REPORT_SQL: Final = (
+    "UPDATE message_parts SET reported = 1, delivered = ?, stat = ?, reported_at = ?"
+    " WHERE (message_id, part_no) = (SELECT message_id, part_no FROM message_parts"
+    " WHERE carrier_msgid = ? AND NOT reported ORDER BY message_id DESC LIMIT 1)"
+    " RETURNING message_id, part_no"
+)
+MESSAGE_WITH_PARTS_SQL: Final = (
+    f"SELECT {', '.join(f'm.{c.strip()}' for c in _MESSAGE_COLUMNS.split(','))},"
+    " p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
+    " FROM messages m JOIN message_parts p ON p.message_id = m.id"
+    " WHERE m.id = ? ORDER BY p.part_no"
 )
 # Public for the query-plan test: it must walk messages_finished, not the table.
 DELETE_FINISHED_SELECT: Final = (
@@ -474,27 +490,18 @@ class SqliteStore:
         self._wakeup.set()
 
     def _run_group(self, group: list[_Op[Any]]) -> None:
-        """In a worker thread: run the group in one transaction, one SAVEPOINT per op."""
+        """In a worker thread: run the group in one transaction. An op that raises must
+        leave no trace while the others commit; rather than a SAVEPOINT around every op (two
+        statements each, for the rare failure), the ops run bare and, if one raises, the
+        transaction is rolled back and the group run again with a SAVEPOINT per op."""
         conn = self._writer
         assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in group:
-                conn.execute("SAVEPOINT op")
-                try:
-                    op.result = op.fn(conn)
-                except Exception as exc:
-                    op.result = None
-                    if isinstance(exc, sqlite3.Error):
-                        op.error = _store_error("write failed", exc)
-                    else:
-                        op.error = exc
-                    if not conn.in_transaction:
-                        # SQLite rolled the whole transaction back (I/O error, disk full):
-                        # the ops before this one are gone too.
-                        raise
-                    conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
+            if not _run_ops(conn, group):
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                _run_ops_isolated(conn, group)
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
@@ -816,6 +823,38 @@ def migrate(conn: sqlite3.Connection) -> int:
 # ---------------------------------------------------------------------- ops (worker thread)
 
 
+def _run_ops(conn: sqlite3.Connection, group: list[_Op[Any]]) -> bool:
+    """Run the ops in the open transaction; False as soon as one raises (the caller rolls
+    back: the ops' writes cannot be told apart). Raises when SQLite itself ended the
+    transaction (I/O error, disk full)."""
+    for op in group:
+        try:
+            op.result = op.fn(conn)
+        except Exception:
+            if not conn.in_transaction:
+                raise
+            return False
+    return True
+
+
+def _run_ops_isolated(conn: sqlite3.Connection, group: list[_Op[Any]]) -> None:
+    """Run the ops, each in its own SAVEPOINT: one that raises is rolled back alone and
+    gets its error; the others keep their writes."""
+    for op in group:
+        conn.execute("SAVEPOINT op")
+        try:
+            op.result = op.fn(conn)
+        except Exception as exc:
+            op.result = None
+            op.error = _store_error("write failed", exc) if isinstance(exc, sqlite3.Error) else exc
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (I/O error, disk full): the ops
+                # before this one are gone too.
+                raise
+            conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+
+
 def _run_read(fn: OpFn[T], conn: sqlite3.Connection) -> T:
     try:
         return fn(conn)
@@ -977,20 +1016,17 @@ def _find_part(conn: sqlite3.Connection, carrier_msgid: str) -> tuple[int, int, 
 def _part_match(
     conn: sqlite3.Connection, message_id: int, part_no: int, *, duplicate: bool
 ) -> PartMatch:
-    message = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-    ).fetchone()
-    # One read of the message's parts (one row for most messages) instead of a query for
-    # each number: this runs for every delivery report.
-    rows = conn.execute(
-        "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
-        " FROM message_parts WHERE message_id = ? ORDER BY part_no",
-        (message_id,),
-    ).fetchall()
+    # The message with all its parts (one for most messages) in one query: this runs for
+    # every delivery report.
+    rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
+    if not rows:
+        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
     reported = delivered = failed = 0
     failed_stat: str | None = None  # of the first part (by number) reported not delivered
     part: PartRecord | None = None
-    for number, carrier_msgid, was_reported, was_delivered, stat, reported_at in rows:
+    parts_at = len(_MESSAGE_COLUMNS.split(","))
+    for row in rows:
+        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[parts_at:]
         if was_reported:
             reported += 1
             if was_delivered:
@@ -1006,7 +1042,7 @@ def _part_match(
     if part is None:
         raise UnknownMessage(message_id)  # the caller found the part: cannot happen
     return PartMatch(
-        message=_message(message),
+        message=_message(rows[0]),
         part_no=part_no,
         part=part,
         parts=len(rows),
@@ -1025,17 +1061,18 @@ def _part_reports_op(reports: tuple[PartReport, ...]) -> OpFn[list[PartMatch | N
 
 
 def _record_part_report(conn: sqlite3.Connection, report: PartReport) -> PartMatch | None:
-    part = _find_part(conn, report.carrier_msgid)
+    # The usual case in one statement: a part waiting for this report takes it.
+    taken = conn.execute(
+        TAKE_PART_REPORT_SQL,
+        (int(report.delivered), report.stat, report.at_ms, report.carrier_msgid),
+    ).fetchone()
+    if taken is not None:
+        return _part_match(conn, int(taken[0]), int(taken[1]), duplicate=False)
+    part = _find_part(conn, report.carrier_msgid)  # a repeat, or an id not known (yet)
     if part is None:
         return None
-    message_id, part_no, already = part
-    if not already:
-        conn.execute(
-            "UPDATE message_parts SET reported = 1, delivered = ?, stat = ?, reported_at = ?"
-            " WHERE message_id = ? AND part_no = ?",
-            (int(report.delivered), report.stat, report.at_ms, message_id, part_no),
-        )
-    return _part_match(conn, message_id, part_no, duplicate=already)
+    message_id, part_no, _ = part
+    return _part_match(conn, message_id, part_no, duplicate=True)
 
 
 def _history(conn: sqlite3.Connection, msgid: str, appid: str | None) -> list[MessageHistory]:

@@ -23,7 +23,12 @@ from smsgw.store import (
     State,
     UnknownMessage,
 )
-from smsgw.store.sqlite import CLAIM_SQL, NEXT_DUE_SQL
+from smsgw.store.sqlite import (
+    CLAIM_SQL,
+    MESSAGE_WITH_PARTS_SQL,
+    NEXT_DUE_SQL,
+    TAKE_PART_REPORT_SQL,
+)
 from tests.store.conftest import (
     NOW,
     new_message,
@@ -466,6 +471,23 @@ def test_due_queries_use_the_partial_index(tmp_path: Path) -> None:
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
         assert "messages_due" in plan, plan
         assert "TEMP B-TREE" not in plan, plan  # no sort of the whole backlog
+    conn.close()
+
+
+def test_report_queries_use_indexes(tmp_path: Path) -> None:
+    from smsgw.store.sqlite import migrate
+
+    conn = sqlite3.connect(str(tmp_path / "plan.db"), isolation_level=None)
+    migrate(conn)
+    take = [
+        row[3]
+        for row in conn.execute(f"EXPLAIN QUERY PLAN {TAKE_PART_REPORT_SQL}", (1, "s", 0, "id"))
+    ]
+    assert any("message_parts_carrier" in step for step in take), take
+    both = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {MESSAGE_WITH_PARTS_SQL}", (1,))]
+    steps = [step for step in take + both if not step.startswith("SCALAR SUBQUERY")]
+    assert all(step.startswith("SEARCH") for step in steps), (take, both)  # never a SCAN
+    assert not any("TEMP B-TREE" in step for step in take + both), (take, both)
     conn.close()
 
 
