@@ -3,7 +3,8 @@
 HTTP is h11 (sans-IO, like our own framing); the text exposition format is
 prometheus_client's, fed by a collector built from the gateway's own counters at each scrape
 (no global registry, nothing counted twice). One request per connection; every read and
-write under a deadline; at most `MAX_CONNECTIONS` at once (more are answered 503).
+write under a deadline; at most `MAX_CONNECTIONS` at once (more are answered 503 at once,
+before their request is read).
 
 `/healthz` answers 200 while the gateway can take and send messages: not shutting down, the
 store answering a read, and (for carriers with binds) at least one bind up; else 503. Its
@@ -12,6 +13,7 @@ JSON body names each check, for whoever reads it at 3 a.m.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +47,12 @@ STORE_TIMEOUT_S: Final = 5.0  # a store read for a scrape or a health check
 COUNTS_MAX_AGE_S: Final = 5.0
 RECEIVE_CHUNK: Final = 4096
 DRAIN_TIMEOUT_S: Final = 1.0  # after answering a bad request, for the rest of it to arrive
+_BUSY_BODY: Final = b"too many metrics connections\n"
+_BUSY_RESPONSE: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 _PIPELINE_COUNTERS: Final = (
     ("submits", "submit attempts handed to the carrier"),
@@ -154,10 +162,12 @@ class MetricsServer:
     # --- HTTP ---
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        busy = self.active_connections >= MAX_CONNECTIONS
+        if self.active_connections >= MAX_CONNECTIONS:
+            await _refuse_busy(stream)
+            return
         self.active_connections += 1
         try:
-            await self._serve_one(stream, busy)
+            await self._serve_one(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("metrics connection broke: %s", exc)
         except Exception:
@@ -165,7 +175,7 @@ class MetricsServer:
         finally:
             self.active_connections -= 1
 
-    async def _serve_one(self, stream: trio.SocketStream, busy: bool) -> None:
+    async def _serve_one(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
         request: h11.Request | None = None
         try:
@@ -183,12 +193,8 @@ class MetricsServer:
             return
         if request is None:  # closed, or silent past the deadline
             return
-        head_only = request.method == b"HEAD"
-        if busy:
-            reply = _text(503, "too many metrics connections\n", (("Retry-After", "1"),))
-        else:
-            reply = await self._route(request)
-        await _send(stream, conn, reply, head_only=head_only)
+        reply = await self._route(request)
+        await _send(stream, conn, reply, head_only=request.method == b"HEAD")
 
     async def _route(self, request: h11.Request) -> _Reply:
         path = request.target.split(b"?", 1)[0]
@@ -312,6 +318,18 @@ class MetricsServer:
                     self._counts = None
                 self._counts_at = now
             return self._counts
+
+
+async def _refuse_busy(stream: trio.SocketStream) -> None:
+    """Over MAX_CONNECTIONS: 503 at once, without waiting for the request (so a flood costs
+    each connection a second at most), then take what the client sent and close."""
+    with (
+        trio.move_on_after(DRAIN_TIMEOUT_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(_BUSY_RESPONSE)
+        await stream.send_eof()
+        await discard_input(stream, MAX_REQUEST_HEAD * 4)
 
 
 async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:

@@ -171,6 +171,10 @@ async def test_connections_over_the_cap_get_503(tmp_path: Path) -> None:
                     await trio.sleep(0.01)
             busy = await http(port, "GET", "/healthz")
             assert busy.status == 503 and busy.headers["retry-after"] == "1"
+            # Refused before any request is read: a client that sends nothing gets it too.
+            silent = parse_http(await raw_exchange(port, b"", timeout=5))
+            assert silent.status == 503
+            assert server.active_connections == MAX_CONNECTIONS  # the refused are not counted
         finally:
             for stream in idle:
                 await stream.aclose()
