@@ -7,9 +7,11 @@ One local SMSC (tests/smsc/smsc.js, quiet: no per-PDU events) serves the whole r
   two is the SMSC's capacity. blast.js stays bound until its last receipt has come: one left
   queued at the SMSC would go to the gateway (same system_id) and slow it down. Measured
   again at the end: a drift means the machine was busy with something else meanwhile.
-- the gateway (`smsgw serve`, its own process, SQLite in a temporary directory) with one bind
-  at window 10, one bind at window 64 and two binds at window 64, and for reference one bind
-  at window 64 without receipts (against blast.js without receipts). The gateway runs one
+- the gateway (`smsgw serve`, its own process, SQLite in a temporary directory) with one and
+  two binds at window 10, one and two binds at window 64, and for reference one bind at
+  window 64 without receipts (against blast.js without receipts). A second bind adds
+  submits in flight: it helps while the window limits the rate (window 10), not once the
+  gateway's own CPU does (window 64). The gateway runs one
   sender per window slot (window x binds). A load process submits `--messages` A001 items
   in batches (sendtime now) as fast as they are accepted; the gateway stores them, sends
   them and records each receipt.
@@ -65,7 +67,7 @@ class Scenario:
     def target(self) -> str:
         if not self.receipts:
             return "for reference"
-        return "target >= 0.5" if self.binds == 1 else "target: above one bind"
+        return "target >= 0.5" if self.binds == 1 else f"target: above 1 bind at {self.window}"
 
 
 @attrs.frozen
@@ -197,6 +199,7 @@ async def _measure(
 
 SCENARIOS = (
     Scenario(1, 10),
+    Scenario(2, 10),
     Scenario(1, 64),
     Scenario(2, 64),
     Scenario(1, 64, receipts=False),
