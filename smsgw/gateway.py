@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from smsgw.carriers import open_carrier
-from smsgw.carriers.base import Carrier, MobileOriginated, ReceivesMo
+from smsgw.carriers.base import Carrier, ReceivedMo, ReceivesMo
 from smsgw.clock import WallClock
 from smsgw.config import Config, ConfigError, Endpoint
 from smsgw.inbox import store_inbound
@@ -151,16 +151,14 @@ class Gateway:
                     pushing.cancel_scope.deadline = deadline
                 await carrier_closed.wait()
                 upstream.cancel_scope.cancel()
-            # The carrier closed its MO channel: what it holds is stored, then nothing more
-            # writes to the store and it may close cleanly.
+            # The carrier closed its MO channel: what it holds (and still waits for) is
+            # stored, then nothing more writes to the store and it may close cleanly.
             with trio.move_on_after(CARRIER_CLOSE_MARGIN_S):
                 await inbox_done.wait()
             foundation.cancel_scope.cancel()
         log.info("stopped")
 
-    async def _inbox(
-        self, mo: trio.MemoryReceiveChannel[MobileOriginated], done: trio.Event
-    ) -> None:
+    async def _inbox(self, mo: trio.MemoryReceiveChannel[ReceivedMo], done: trio.Event) -> None:
         try:
             await store_inbound(mo, self.store)
         finally:

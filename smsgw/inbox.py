@@ -1,8 +1,10 @@
 """Mobile-originated messages (replies from handsets): from the carrier into the store.
 
-The operator has had its answer once an MO is in the carrier's channel, so from there the
-gateway must not drop it: a store error keeps the batch and tries again. `smsgw inbox` lists
-what was stored.
+The operator's deliver_sm is answered only once its MO is stored (`ReceivedMo`): a batch is
+committed, then each MO is marked stored. When the store fails, the batch is marked not
+stored (the operator is asked to send those again) rather than retried here. MOs whose
+carrier stopped waiting are skipped: they will come again. `smsgw inbox` lists what was
+stored.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ from typing import Final
 
 import trio
 
-from smsgw.carriers.base import MobileOriginated
-from smsgw.store.base import Store, StoreClosed, StoreError
+from smsgw.carriers.base import ReceivedMo
+from smsgw.store.base import Store, StoreError
 
 log = logging.getLogger("smsgw.inbox")
 
 BATCH: Final = 256  # MOs stored together (one group commit)
-RETRY_S: Final = 1.0
 
 
-async def store_inbound(mo: trio.MemoryReceiveChannel[MobileOriginated], store: Store) -> None:
+async def store_inbound(mo: trio.MemoryReceiveChannel[ReceivedMo], store: Store) -> None:
     """Store every MO from `mo`, in batches, until the carrier closes the channel."""
     while True:
         try:
@@ -33,13 +34,13 @@ async def store_inbound(mo: trio.MemoryReceiveChannel[MobileOriginated], store: 
                 batch.append(mo.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-        while True:
-            try:
-                await store.insert_inbound(batch)
-                break
-            except StoreClosed:
-                log.error("store closed: %d mobile-originated messages not stored", len(batch))
-                return
-            except StoreError as exc:
-                log.error("storing %d MOs failed, retrying in 1 s: %s", len(batch), exc)
-                await trio.sleep(RETRY_S)
+        waiting = [received for received in batch if not received.given_up]
+        try:
+            await store.insert_inbound([received.mo for received in waiting])
+        except StoreError as exc:
+            log.error("%d MOs not stored, the operator will send them again: %s", len(batch), exc)
+            for received in waiting:
+                received.not_stored()
+            continue
+        for received in waiting:
+            received.stored()

@@ -71,6 +71,37 @@ class MobileOriginated:
     at_ms: int  # when the gateway received it: wall-clock ms since the epoch
 
 
+@attrs.define(eq=False)
+class ReceivedMo:
+    """An MO a carrier has handed over but not yet acknowledged to the operator. Its consumer
+    calls `stored()` once it is durable, or `not_stored()` when it could not be stored; the
+    carrier answers the operator accordingly (not stored: the operator sends it again).
+    `given_up` is set when the carrier stopped waiting (it answered "send it again"), so
+    a consumer that is late does not store what will come again."""
+
+    mo: MobileOriginated
+    given_up: bool = attrs.field(default=False, init=False)
+    _ok: bool = attrs.field(default=False, init=False)
+    _decided: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def stored(self) -> None:
+        self._ok = True
+        self._decided.set()
+
+    def not_stored(self) -> None:
+        self._decided.set()
+
+    async def wait_stored(self, timeout: float) -> bool:
+        """For the carrier: True once stored; False when not, or not decided in time."""
+        try:
+            with trio.move_on_after(timeout):
+                await self._decided.wait()
+        finally:  # timed out, or cancelled (the link went away): the operator will resend
+            if not self._decided.is_set():
+                self.given_up = True
+        return self._ok
+
+
 @attrs.frozen
 class DeliveryReport:
     carrier_msgid: str  # as the operator gave it (the carrier normalizes before matching)
@@ -129,7 +160,7 @@ class Carrier(Protocol):
 class ReceivesMo(Protocol):
     """A carrier that also receives mobile-originated messages (SMPP; not the simulator)."""
 
-    def mo(self) -> trio.MemoryReceiveChannel[MobileOriginated]:
+    def mo(self) -> trio.MemoryReceiveChannel[ReceivedMo]:
         """The MO channel, for ONE consumer; closed when the carrier's run() ends. Each MO
-        is acknowledged to the operator once it is in this channel."""
+        is acknowledged to the operator once its consumer says it is stored."""
         ...

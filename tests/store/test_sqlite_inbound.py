@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 import trio
 
-from smsgw.carriers.base import MobileOriginated
+from smsgw.carriers.base import MobileOriginated, ReceivedMo
 from smsgw.inbox import store_inbound
-from smsgw.store import SqliteStore, StoreError
+from smsgw.store import SqliteStore, Store, StoreError
 from tests.store.conftest import NOW
 
 
@@ -42,14 +43,17 @@ async def test_inbound_limits_are_checked(store: SqliteStore) -> None:
 async def test_the_inbox_task_stores_everything_until_the_channel_closes(
     store: SqliteStore,
 ) -> None:
-    send, receive = trio.open_memory_channel[MobileOriginated](1000)
-    for n in range(600):  # more than one batch
-        send.send_nowait(mo(n))
+    send, receive = trio.open_memory_channel[ReceivedMo](1000)
+    handed = [ReceivedMo(mo(n)) for n in range(600)]  # more than one batch
+    for received in handed:
+        send.send_nowait(received)
     send.close()
     with trio.fail_after(10):
         await store_inbound(receive, store)
     stored = await store.recent_inbound(1000)
     assert sorted(record.mo.at_ms for record in stored) == [NOW + n for n in range(600)]
+    with trio.fail_after(1):
+        assert all([await received.wait_stored(1) for received in handed])
 
 
 class FailingOnce:
@@ -66,13 +70,31 @@ class FailingOnce:
         await self.inner.insert_inbound(messages)
 
 
-async def test_a_store_error_keeps_the_batch_and_tries_again(
-    store: SqliteStore, autojump_clock: trio.abc.Clock
-) -> None:
+async def test_a_store_error_asks_for_the_batch_again_and_goes_on(store: SqliteStore) -> None:
     failing = FailingOnce(store)
-    send, receive = trio.open_memory_channel[MobileOriginated](10)
-    await send.send(mo(1))
-    send.close()
-    await store_inbound(receive, failing)  # type: ignore[arg-type]
+    send, receive = trio.open_memory_channel[ReceivedMo](10)
+    first, second = ReceivedMo(mo(1)), ReceivedMo(mo(2))
+    await send.send(first)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store_inbound, receive, cast(Store, failing))
+        assert not await first.wait_stored(5)  # decided at once: the operator sends it again
+        assert not first.given_up
+        await send.send(second)
+        assert await second.wait_stored(5)
+        await send.aclose()
     assert failing.failures == 1
-    assert [record.mo for record in await store.recent_inbound(10)] == [mo(1)]
+    assert [record.mo for record in await store.recent_inbound(10)] == [mo(2)]
+
+
+async def test_mos_their_carrier_gave_up_on_are_not_stored(store: SqliteStore) -> None:
+    send, receive = trio.open_memory_channel[ReceivedMo](10)
+    late, current = ReceivedMo(mo(1)), ReceivedMo(mo(2))
+    assert not await late.wait_stored(0)  # the carrier stopped waiting: it comes again
+    assert late.given_up
+    send.send_nowait(late)
+    send.send_nowait(current)
+    send.close()
+    with trio.fail_after(10):
+        await store_inbound(receive, store)
+    assert [record.mo for record in await store.recent_inbound(10)] == [mo(2)]
+    assert await current.wait_stored(0)

@@ -33,10 +33,14 @@ A receipt without any id is logged and acknowledged.
 
 Mobile-originated messages (a deliver_sm / data_sm of the default message type that is not a
 receipt; other types, SME acknowledgements and the like, are only acknowledged) are logged
-(numbers and length, not the text) and put on the `mo()` channel as `MobileOriginated`; the
-gateway stores them (`smsgw inbox` lists them). Until something calls `mo()` (a carrier used
-on its own), they are acknowledged and dropped. With a consumer, a full channel answers
-ESME_RX_T_APPN so the SMSC delivers the MO again later.
+(numbers and length, not the text) and put on the `mo()` channel as a `ReceivedMo`; the
+gateway stores them (`smsgw inbox` lists them). The deliver_sm_resp waits for the store:
+ESME_ROK once the MO is durable, ESME_RX_T_APPN (the SMSC delivers it again later) when it
+could not be stored, was not stored within MO_STORE_TIMEOUT_S, or the channel is full. So an
+MO is never lost to a crash; one answered "again" after all may be stored twice (an MO has no
+id to tell). The wait holds this bind's later deliver_sm back (their answers keep the SMSC's
+order): fine at the MO rates of a notification gateway. Until something calls `mo()` (a
+carrier used on its own), MOs are acknowledged and dropped.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from smsgw.carriers.base import (
     DeliveryReport,
     MobileOriginated,
     OutboundSms,
+    ReceivedMo,
     SubmitAccepted,
     SubmitError,
     SubmitErrorKind,
@@ -89,6 +94,7 @@ from smsgw.encoding import decode_text
 
 __all__ = [
     "MO_BUFFER",
+    "MO_STORE_TIMEOUT_S",
     "REPORT_BUFFER",
     "STAT_BAD_MESSAGE",
     "STAT_BAD_RESPONSE",
@@ -104,6 +110,9 @@ log = logging.getLogger("smsgw.carriers.smpp")
 
 REPORT_BUFFER = 1024
 MO_BUFFER = 1024
+# How long a deliver_sm_resp waits for its MO to be stored (a group commit takes milliseconds;
+# SMSCs wait tens of seconds for an answer before they resend).
+MO_STORE_TIMEOUT_S = 10.0
 ESM_CLASS_INTERMEDIATE: int = 0x20  # esm_class message type: intermediate delivery notification
 
 STAT_NO_BIND = "SMPP_NO_BIND"
@@ -169,7 +178,7 @@ class SmppCarrier:
         self._reports_send, self._reports_receive = trio.open_memory_channel[DeliveryReport](
             report_buffer
         )
-        self._mo_send, self._mo_receive = trio.open_memory_channel[MobileOriginated](mo_buffer)
+        self._mo_send, self._mo_receive = trio.open_memory_channel[ReceivedMo](mo_buffer)
         self._mo_consumer = False
         self.sessions = [
             SmppSession(
@@ -201,7 +210,7 @@ class SmppCarrier:
     def reports(self) -> trio.MemoryReceiveChannel[DeliveryReport]:
         return self._reports_receive
 
-    def mo(self) -> trio.MemoryReceiveChannel[MobileOriginated]:
+    def mo(self) -> trio.MemoryReceiveChannel[ReceivedMo]:
         """Mobile-originated messages, for ONE consumer; calling this turns buffering on."""
         self._mo_consumer = True
         return self._mo_receive
@@ -371,6 +380,8 @@ class SmppCarrier:
         outcome = self._delivery_outcome(pdu)
         if isinstance(outcome, int):
             return outcome
+        if isinstance(outcome, MobileOriginated):
+            return await self._deliver_mo(outcome)
         try:
             await self._reports_send.send(outcome)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -383,6 +394,9 @@ class SmppCarrier:
         outcome = self._delivery_outcome(pdu)
         if isinstance(outcome, int):
             return outcome
+        if isinstance(outcome, MobileOriginated):
+            # Answered once stored: `_on_delivery` waits for that (none to wait for: dropped).
+            return None if self._mo_consumer else self._drop_mo(outcome)
         try:
             self._reports_send.send_nowait(outcome)
         except trio.WouldBlock:
@@ -398,9 +412,10 @@ class SmppCarrier:
         )
         return codec.ESME_RX_T_APPN
 
-    def _delivery_outcome(self, pdu: DeliverSm | DataSm) -> int | DeliveryReport:
-        """What a deliver_sm / data_sm comes to: the status to answer it with at once, or
-        the report to put in the reports channel before answering ESME_ROK."""
+    def _delivery_outcome(self, pdu: DeliverSm | DataSm) -> int | DeliveryReport | MobileOriginated:
+        """What a deliver_sm / data_sm comes to: the status to answer it with at once, the
+        report to put in the reports channel before answering ESME_ROK, or the MO to have
+        stored before answering."""
         try:
             receipt = receipt_from_pdu(pdu)
         except Exception:
@@ -412,7 +427,7 @@ class SmppCarrier:
                 # a handset wrote, so not an MO.
                 log.info("smpp: notification with esm_class 0x%02X acknowledged", pdu.esm_class)
                 return codec.ESME_ROK
-            return self._on_mo(pdu)
+            return self._mobile_originated(pdu)
         return self._on_receipt(pdu, receipt)
 
     def _on_receipt(
@@ -440,9 +455,9 @@ class SmppCarrier:
             at_ms=self._wall_clock_ms(),
         )
 
-    def _on_mo(self, pdu: DeliverSm | DataSm) -> int:
+    def _mobile_originated(self, pdu: DeliverSm | DataSm) -> MobileOriginated:
         udh, body = _split_udh(pdu.payload, pdu.esm_class)
-        mo = MobileOriginated(
+        return MobileOriginated(
             source_addr=pdu.source_addr,
             destination_addr=pdu.destination_addr,
             text=decode_text(body, pdu.data_coding),
@@ -451,22 +466,38 @@ class SmppCarrier:
             udh=udh,
             at_ms=self._wall_clock_ms(),
         )
-        log.info(
-            "smpp: MO from %s to %s (%d characters)",
-            mo.source_addr,
-            mo.destination_addr,
-            len(mo.text),
-        )
+
+    def _drop_mo(self, mo: MobileOriginated) -> int:
+        _log_mo(mo, "acknowledged and dropped: nothing takes MOs")
+        return codec.ESME_ROK
+
+    async def _deliver_mo(self, mo: MobileOriginated) -> int:
         if not self._mo_consumer:
-            return codec.ESME_ROK  # nobody takes MOs (module docstring)
+            return self._drop_mo(mo)
+        received = ReceivedMo(mo)
         try:
-            self._mo_send.send_nowait(mo)
+            self._mo_send.send_nowait(received)
         except trio.WouldBlock:
-            log.warning("smpp: MO channel full: answered ESME_RX_T_APPN, the SMSC will retry")
+            _log_mo(mo, "MO channel full: answered ESME_RX_T_APPN, the SMSC will retry")
             return codec.ESME_RX_T_APPN
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return codec.ESME_RX_T_APPN
-        return codec.ESME_ROK
+        if await received.wait_stored(MO_STORE_TIMEOUT_S):
+            _log_mo(mo, "stored")
+            return codec.ESME_ROK
+        _log_mo(mo, "not stored: answered ESME_RX_T_APPN, the SMSC will retry")
+        return codec.ESME_RX_T_APPN
+
+
+def _log_mo(mo: MobileOriginated, what: str) -> None:
+    # Numbers and length, never the text: it is the subscriber's.
+    log.info(
+        "smpp: MO from %s to %s (%d characters): %s",
+        mo.source_addr,
+        mo.destination_addr,
+        len(mo.text),
+        what,
+    )
 
 
 def _receipt_error(receipt: DeliveryReceipt) -> str | None:

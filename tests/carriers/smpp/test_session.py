@@ -391,7 +391,9 @@ async def test_mo_reaches_the_mo_channel() -> None:
         channel = carrier.mo()
         await smsc.mo("8613800000009", "10655", CHINESE, data_coding=8)
         with trio.fail_after(5):
-            mo = await channel.receive()
+            received = await channel.receive()
+        received.stored()
+        mo = received.mo
         assert mo == MobileOriginated(
             source_addr="8613800000009",
             destination_addr="10655",

@@ -14,6 +14,7 @@ import trio
 from smsgw.carriers.base import MobileOriginated, SubmitErrorKind
 from smsgw.carriers.smpp import codec
 from smsgw.carriers.smpp.carrier import (
+    MO_STORE_TIMEOUT_S,
     STAT_BAD_RESPONSE,
     STAT_CLOSED,
     STAT_LINK_LOST,
@@ -587,11 +588,8 @@ async def test_mo_goes_to_the_mo_channel_once_someone_reads_it(
         await link.wait_for(DeliverSmResp, 1)
         channel = carrier.mo()
         await link.send_request(mo)
-        await link.send_request(mo)  # the channel (1) is full: the SMSC must retry later
-        answers = await link.wait_for(DeliverSmResp, 3)
-        assert [answer.command_status for answer in answers] == [0, 0, codec.ESME_RX_T_APPN]
-        received = channel.receive_nowait()
-        assert received == MobileOriginated(
+        received = await channel.receive()
+        assert received.mo == MobileOriginated(
             source_addr="8613800000009",
             destination_addr="1065",
             text="你好",
@@ -600,7 +598,39 @@ async def test_mo_goes_to_the_mo_channel_once_someone_reads_it(
             udh=bytes.fromhex("050003010201"),
             at_ms=NOW_MS,
         )
+        await trio.sleep(MO_STORE_TIMEOUT_S / 2)
+        assert len(link.of_type(DeliverSmResp)) == 1  # not answered before it is stored
+        received.stored()
+        answers = await link.wait_for(DeliverSmResp, 2)
+        assert answers[-1].command_status == codec.ESME_ROK
         assert carrier.reports().statistics().current_buffer_used == 0
+
+
+async def test_an_mo_not_stored_is_asked_for_again(autojump_clock: trio.abc.Clock) -> None:
+    async with carrier_with_fake(mo_buffer=1) as (carrier, smsc):
+        link = await smsc.wait_links(1)
+        channel = carrier.mo()
+        mo = DeliverSm(source_addr="861", destination_addr="1065", short_message=b"hi")
+
+        await link.send_request(mo)  # the store failed
+        (await channel.receive()).not_stored()
+        (answer,) = await link.wait_for(DeliverSmResp, 1)
+        assert answer.command_status == codec.ESME_RX_T_APPN
+
+        await link.send_request(mo)  # nobody stores it in time
+        slow = await channel.receive()
+        started = trio.current_time()
+        answers = await link.wait_for(DeliverSmResp, 2)
+        assert trio.current_time() - started == pytest.approx(MO_STORE_TIMEOUT_S, abs=0.1)
+        assert answers[-1].command_status == codec.ESME_RX_T_APPN
+        assert slow.given_up  # a consumer coming late skips it: the SMSC sends it again
+
+        await link.send_request(mo)  # left in the channel: times out as well...
+        await link.send_request(mo)  # ...and this one finds the channel (1) full: refused
+        answers = await link.wait_for(DeliverSmResp, 4)
+        assert [a.command_status for a in answers[2:]] == [codec.ESME_RX_T_APPN] * 2
+        assert channel.receive_nowait().given_up
+        assert channel.statistics().current_buffer_used == 0
 
 
 # -- shutdown ------------------------------------------------------------------------------
