@@ -268,8 +268,8 @@ def _history_json(history: MessageHistory) -> dict[str, Any]:
 
 
 async def _query(config: Config, query: Callable[[Store], Awaitable[T]]) -> T:
-    """Run one query against the configured store."""
-    store = store_from_config(config)
+    """Run one query against the configured store, read-only."""
+    store = store_from_config(config, read_only=True)
     async with trio.open_nursery() as nursery:
         await start_store(nursery, store)
         result = await query(store)

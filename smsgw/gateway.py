@@ -43,9 +43,9 @@ class GatewayInfo:
     metrics: Endpoint | None = None  # where /metrics and /healthz answer (SMSGW_METRICS)
 
 
-def store_from_config(config: Config) -> Store:
+def store_from_config(config: Config, *, read_only: bool = False) -> Store:
     try:
-        return open_store(config.db_url)
+        return open_store(config.db_url, read_only=read_only)
     except ValueError as exc:
         raise ConfigError("SMSGW_DB", str(exc)) from None
 

@@ -80,14 +80,15 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_store(url: str) -> Store:
-    """The store for a database URL (SMSGW_DB). Raises ValueError for a URL it cannot use.
+def open_store(url: str, *, read_only: bool = False) -> Store:
+    """The store for a database URL (SMSGW_DB); `read_only` for queries of a database a
+    gateway owns (see SqliteStore). Raises ValueError for a URL it cannot use.
 
     The message never repeats the URL itself: a PostgreSQL URL may hold a password.
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "sqlite":
-        return SqliteStore(sqlite_path(url))
+        return SqliteStore(sqlite_path(url), read_only=read_only)
     if scheme in ("postgresql", "postgres"):
         raise ValueError("the PostgreSQL store is not available yet: use sqlite:///path.db")
     if not scheme:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -322,12 +323,16 @@ class SqliteStore:
         max_group_ops: int = DEFAULT_MAX_GROUP_OPS,
         max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
         readers: int = DEFAULT_READERS,
+        read_only: bool = False,
     ) -> None:
         if not path or path == ":memory:" or path.startswith("file:"):
             raise ValueError(f"SQLite store needs a file path, got {path!r}")
         if max_group_ops < 1 or max_group_rows < 1 or readers < 1:
             raise ValueError("max_group_ops, max_group_rows and readers must be at least 1")
         self.path = path
+        # Read-only (`smsgw status`, `smsgw inbox`): no writer, no migration, and a database
+        # of another schema version refused rather than changed under a running gateway.
+        self.read_only = read_only
         self.max_group_ops = max_group_ops
         self.max_group_rows = max_group_rows
         self.commit_count = 0  # successful group commits (tests, metrics)
@@ -349,6 +354,9 @@ class SqliteStore:
         if self._started:
             raise RuntimeError("SqliteStore.run() can only be called once")
         self._started = True
+        if self.read_only:
+            await self._run_read_only(task_status)
+            return
         self._writer = await trio.to_thread.run_sync(self._open_writer)
         try:
             self._running = True
@@ -364,6 +372,33 @@ class SqliteStore:
                     if group:
                         await self._commit(group)
                 await trio.to_thread.run_sync(self._close_connections)
+
+    async def _run_read_only(self, task_status: trio.TaskStatus[None]) -> None:
+        await trio.to_thread.run_sync(self._check_readable)
+        try:
+            self._running = True
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self._running = False
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close_connections)
+
+    def _check_readable(self) -> None:
+        if not os.path.exists(self.path):  # connecting would create an empty one
+            raise StoreError(f"no SQLite database at {self.path!r}")
+        conn = self._open_reader()
+        try:
+            version = schema_version(conn)
+        except sqlite3.Error as exc:
+            raise _store_error(f"cannot read SQLite database {self.path!r}", exc) from exc
+        finally:
+            conn.close()
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path!r} has schema version {version}, this smsgw reads"
+                f" version {SCHEMA_VERSION}: `smsgw serve` of this version migrates it"
+            )
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -423,6 +458,8 @@ class SqliteStore:
         """Queue a write for the next group commit and wait until it is durable."""
         if not self._running:
             raise StoreClosed("the store is not running")
+        if self.read_only:
+            raise StoreError("the store was opened read-only")
         op: _Op[T] = _Op(fn, max(1, weight), undo)
         self._queue.append(op)
         self._wakeup.set()

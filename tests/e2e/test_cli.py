@@ -100,6 +100,7 @@ async def test_what_start_up_cannot_have_is_one_line_not_a_traceback(tmp_path: P
         (["serve"], {"SMSGW_DB": f"sqlite:///{not_a_database}"}, "SMSGW_DB"),
         (["status", "m1"], {"SMSGW_DB": f"sqlite:///{not_a_database}"}, "SMSGW_DB"),
         (["inbox"], {"SMSGW_DB": f"sqlite:///{tmp_path}/no/such/dir/db"}, "SMSGW_DB"),
+        (["status", "m1"], {"SMSGW_DB": f"sqlite:///{tmp_path}/none.db"}, "SMSGW_DB"),
         (["serve"], {"SMSGW_LISTEN": f"127.0.0.1:{port}"}, "SMSGW_LISTEN"),
         (["serve"], {"SMSGW_METRICS": f"127.0.0.1:{port}"}, "SMSGW_METRICS"),
     ]
@@ -110,6 +111,7 @@ async def test_what_start_up_cannot_have_is_one_line_not_a_traceback(tmp_path: P
             assert done.returncode == 2, (args, settings, lines)
             assert len(lines) == 1 and variable in lines[0], (args, settings, lines)
     assert not_a_database.read_bytes() == b"this is not SQLite" * 100
+    assert not (tmp_path / "none.db").exists()  # a query never creates a database
 
 
 async def test_version(tmp_path: Path) -> None:
