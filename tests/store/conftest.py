@@ -87,6 +87,19 @@ async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
 
 
+def make_version_1_database(db_path: Path) -> None:
+    """A database as the first release of smsgw left it (schema version 1)."""
+    from smsgw.store.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(str(db_path))
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+    conn.commit()
+    conn.close()
+
+
 def rows(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """Read the database file with a fresh connection, outside the store."""
     conn = sqlite3.connect(str(db_path))

@@ -31,6 +31,7 @@ from smsgw.store.sqlite import (
 )
 from tests.store.conftest import (
     NOW,
+    make_version_1_database,
     new_message,
     pause_writer,
     queue_gate,
@@ -536,15 +537,7 @@ async def test_overdue_submitted_finds_rows_waiting_too_long_for_a_report(
 
 
 async def test_a_version_1_database_is_migrated(db_path: Path) -> None:
-    from smsgw.store.sqlite import MIGRATIONS
-
-    conn = sqlite3.connect(str(db_path))
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
-    conn.commit()
-    conn.close()
+    make_version_1_database(db_path)
     store = SqliteStore(str(db_path))
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)

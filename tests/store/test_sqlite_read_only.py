@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 import trio
 
 from smsgw.store import SqliteStore, StoreError
-from smsgw.store.sqlite import MIGRATIONS, SCHEMA_VERSION
-from tests.store.conftest import NOW, new_message, rows
+from smsgw.store.sqlite import SCHEMA_VERSION
+from tests.store.conftest import NOW, make_version_1_database, new_message, rows
 
 
 async def run_read_only(db_path: Path, nursery: trio.Nursery) -> SqliteStore:
@@ -41,13 +40,7 @@ async def test_a_missing_database_is_not_created(tmp_path: Path, nursery: trio.N
 async def test_an_older_schema_is_refused_not_migrated(
     db_path: Path, nursery: trio.Nursery
 ) -> None:
-    conn = sqlite3.connect(str(db_path))
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
-    conn.commit()
-    conn.close()
+    make_version_1_database(db_path)
     with pytest.raises(
         StoreError, match=f"schema version 1, this smsgw reads version {SCHEMA_VERSION}"
     ):
