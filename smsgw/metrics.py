@@ -23,11 +23,17 @@ import attrs
 import h11
 import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from smsgw import __version__
 from smsgw.config import Endpoint, open_listeners
+from smsgw.histogram import Histogram
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.retention import Retention
@@ -261,9 +267,25 @@ class MetricsServer:
         counter("smsgw_messages_accepted", "messages stored from A001 (answered 0, new)",
                 server.messages_accepted)  # fmt: skip
 
+        families.append(
+            _histogram(
+                "smsgw_request_seconds",
+                "merchant requests, from the start of the read to the answer written",
+                server.request_seconds,
+            )
+        )
+
         stats = self.pipeline.stats
         for field, doc in _PIPELINE_COUNTERS:
             counter(f"smsgw_pipeline_{field}", doc, getattr(stats, field))
+
+        families.append(
+            _histogram(
+                "smsgw_submit_seconds",
+                "carrier submits (every part of a message), whatever their outcome",
+                self.pipeline.submit_seconds,
+            )
+        )
 
         for field, doc in _PUSH_COUNTERS:
             family = CounterMetricFamily(f"smsgw_push_{field}", doc, labels=["appid"])
@@ -318,6 +340,12 @@ class MetricsServer:
                     self._counts = None
                 self._counts_at = now
             return self._counts
+
+
+def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, doc, buckets=histogram.cumulative(), sum_value=histogram.total_s
+    )
 
 
 async def _refuse_busy(stream: trio.SocketStream) -> None:

@@ -42,6 +42,7 @@ import collections
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -58,6 +59,7 @@ from smsgw.carriers.base import (
 )
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config
+from smsgw.histogram import Histogram
 from smsgw.protocol.messages import ReceiptItem, StatusReportItem, encode_json
 from smsgw.store.base import (
     FINAL_STATES,
@@ -178,6 +180,7 @@ class Pipeline:
         self.senders = carrier.concurrency or config.senders
         self.capacity = 2 * self.senders
         self.stats = PipelineStats()
+        self.submit_seconds = Histogram()  # carrier.submit calls, whatever their outcome
         self._apps = {app.appid: app for app in config.apps}
         self._rng = rng or random.Random()
         self._max_unmatched = max_unmatched
@@ -460,6 +463,7 @@ class Pipeline:
         )
         self.stats.submits += 1
         outcome: SubmitAccepted | SubmitError
+        submit_started = time.perf_counter()
         try:
             outcome = await self.carrier.submit(sms)
         except SubmitError as exc:
@@ -467,6 +471,7 @@ class Pipeline:
         except Exception as exc:
             log.exception("message %d: carrier %s failed", record.id, self.carrier.name)
             outcome = SubmitError(SubmitErrorKind.IN_DOUBT, "CARRIER_ERROR", repr(exc))
+        self.submit_seconds.observe(time.perf_counter() - submit_started)
         return record.appid, self._decide(record, attempt, started, outcome)
 
     async def _record_with_submitting(self, previous: _Outcome, submitting: _Outcome) -> None:

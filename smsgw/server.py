@@ -21,6 +21,7 @@ import trio
 
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
+from smsgw.histogram import Histogram
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
@@ -87,6 +88,9 @@ class Server:
         self.responses: collections.Counter[str] = collections.Counter()
         self.refused_busy = 0
         self.messages_accepted = 0
+        # From the start of a request's read to its answer written (on a keep-alive
+        # connection the read starts with the wait for the next request).
+        self.request_seconds = Histogram()
 
     @property
     def clock(self) -> WallClock:
@@ -267,13 +271,15 @@ class Server:
         return Outcome(submit_response(slots, stored), app, len(slots))
 
     def _log_request(self, command: str, outcome: Outcome, peer: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.request_seconds.observe(seconds)
         log.info(
             "%s app=%s items=%d status=%s %.1fms peer=%s",
             command,
             outcome.app.appid if outcome.app else "-",
             outcome.items,
             outcome.response.status.value,
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
             peer,
         )
 

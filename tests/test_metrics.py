@@ -56,6 +56,10 @@ async def test_metrics_count_requests_messages_and_states(tmp_path: Path) -> Non
         assert found[("smsgw_store_commits_total", ())] >= 1
         assert ("smsgw_carrier_binds", ()) not in found  # the simulator has no binds
         assert found[("smsgw_retention_deleted_total", (("table", "messages"),))] == 0
+        assert found[("smsgw_request_seconds_count", ())] == 3
+        assert found[("smsgw_request_seconds_bucket", (("le", "+Inf"),))] == 3
+        assert found[("smsgw_request_seconds_sum", ())] > 0
+        assert found[("smsgw_submit_seconds_count", ())] == 0  # none back from the carrier yet
 
 
 async def test_healthz_is_200_while_serving_and_503_once_stopping(tmp_path: Path) -> None:

@@ -469,6 +469,7 @@ async def test_two_binds_are_both_used(tmp_path: Path, bind: str) -> None:
         assert scraped[("smsgw_carrier_binds", ())] == 2
         assert scraped[("smsgw_carrier_binds_up", ())] == 2
         assert scraped[("smsgw_pipeline_submits_total", ())] == len(messages)
+        assert scraped[("smsgw_submit_seconds_count", ())] == len(messages)
         assert scraped[("smsgw_pipeline_reports_total", ())] == len(messages)
         assert_receipts(
             receipts, {sms.key: ("1", "DELIVRD") for sms in messages}, sent_after_ms=sent_after
