@@ -262,10 +262,16 @@ class MetricsServer:
         for status, count in sorted(server.responses.items()):
             responses.add_metric([status], count)
         families.append(responses)
-        counter("smsgw_refused_busy", "connections refused over SMSGW_MAX_CONNECTIONS",
-                server.refused_busy)  # fmt: skip
-        counter("smsgw_messages_accepted", "messages stored from A001 (answered 0, new)",
-                server.messages_accepted)  # fmt: skip
+        counter(
+            "smsgw_refused_busy",
+            "connections refused over SMSGW_MAX_CONNECTIONS",
+            server.refused_busy,
+        )
+        counter(
+            "smsgw_messages_accepted",
+            "messages stored from A001 (answered 0, new)",
+            server.messages_accepted,
+        )
 
         families.append(
             _histogram(
@@ -282,7 +288,7 @@ class MetricsServer:
         families.append(
             _histogram(
                 "smsgw_submit_seconds",
-                "carrier submits (every part of a message), whatever their outcome",
+                "carrier submits of a message (all its parts), whatever their outcome",
                 self.pipeline.submit_seconds,
             )
         )
@@ -307,8 +313,11 @@ class MetricsServer:
 
         if isinstance(self.store, CountsCommits):
             counter("smsgw_store_commits", "group commits", self.store.commit_count)
-            counter("smsgw_store_ops_committed", "writes those commits carried",
-                    self.store.ops_committed)  # fmt: skip
+            counter(
+                "smsgw_store_ops_committed",
+                "writes those commits carried",
+                self.store.ops_committed,
+            )
         counts = await self._store_counts()
         if counts is not None:
             messages, pushes = counts
@@ -324,8 +333,11 @@ class MetricsServer:
             for state_name, count in sorted(pushes.items()):
                 push_states.add_metric([state_name], count)
             families.append(push_states)
-        gauge("smsgw_store_up", "1 when the last count of the store's rows succeeded",
-              counts is not None)  # fmt: skip
+        gauge(
+            "smsgw_store_up",
+            "1 when the last count of the store's rows succeeded",
+            counts is not None,
+        )
         return families
 
     async def _store_counts(self) -> tuple[dict[str, int], dict[str, int]] | None:
