@@ -153,7 +153,6 @@ class MetricsServer:
         self.retention = retention
         self.shutting_down = shutting_down
         self.active_connections = 0
-        self.scrapes = 0
         self._counts_lock = trio.Lock()
         self._counts: tuple[dict[str, int], dict[str, int]] | None = None
         self._counts_at = -float("inf")
@@ -192,10 +191,7 @@ class MetricsServer:
                 return  # too late to answer (cannot happen before our response; be safe)
             status = exc.error_status_hint
             await _send(stream, conn, _text(status, f"bad request: {exc}\n"), head_only=False)
-            # The rest of a bad request is still coming: end our side, take it, then close.
-            with trio.move_on_after(DRAIN_TIMEOUT_S):
-                await stream.send_eof()
-                await discard_input(stream, MAX_REQUEST_HEAD * 4)
+            await _end_and_drain(stream)  # the rest of a bad request may still be coming
             return
         if request is None:  # closed, or silent past the deadline
             return
@@ -235,7 +231,6 @@ class MetricsServer:
         return Health(ok, checks)
 
     async def exposition(self) -> bytes:
-        self.scrapes += 1
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(await self.families()))
         return generate_latest(registry)
@@ -362,12 +357,23 @@ def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFami
 
 async def _refuse_busy(stream: trio.SocketStream) -> None:
     """Over MAX_CONNECTIONS: 503 at once, without waiting for the request (so a flood costs
-    each connection a second at most), then take what the client sent and close."""
+    each connection a couple of seconds at most), then take what the client sent and close."""
     with (
         trio.move_on_after(DRAIN_TIMEOUT_S),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
         await stream.send_all(_BUSY_RESPONSE)
+    await _end_and_drain(stream)
+
+
+async def _end_and_drain(stream: trio.SocketStream) -> None:
+    """After an answer sent before the whole request was read: end our side, take what the
+    client still sends (for at most DRAIN_TIMEOUT_S), so the close does not reset the
+    connection and destroy the answer in flight."""
+    with (
+        trio.move_on_after(DRAIN_TIMEOUT_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
         await stream.send_eof()
         await discard_input(stream, MAX_REQUEST_HEAD * 4)
 

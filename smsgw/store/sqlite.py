@@ -225,8 +225,9 @@ TAKE_PART_REPORT_SQL: Final = (
     " WHERE carrier_msgid = ? AND NOT reported ORDER BY message_id DESC LIMIT 1)"
     " RETURNING message_id, part_no"
 )
+_MESSAGE_COLUMN_NAMES: Final = tuple(name.strip() for name in _MESSAGE_COLUMNS.split(","))
 MESSAGE_WITH_PARTS_SQL: Final = (
-    f"SELECT {', '.join(f'm.{c.strip()}' for c in _MESSAGE_COLUMNS.split(','))},"
+    f"SELECT {', '.join(f'm.{name}' for name in _MESSAGE_COLUMN_NAMES)},"
     " p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id = ? ORDER BY p.part_no"
@@ -239,6 +240,10 @@ DELETE_FINISHED_SELECT: Final = (
     " ORDER BY m.final_at LIMIT ?"
 )
 _DELETE_FINISHED_SQL: Final = f"DELETE FROM messages WHERE id IN ({DELETE_FINISHED_SELECT})"
+_DELETE_INBOUND_SQL: Final = (
+    "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound INDEXED BY inbound_received"
+    " WHERE received_at < ? ORDER BY received_at LIMIT ?)"
+)
 _INSERT_PUSH: Final = (
     "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
     " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?)"
@@ -741,27 +746,19 @@ class SqliteStore:
     # ------------------------------------------------------------------ retention
 
     async def delete_finished(self, final_before_ms: int, limit: int) -> int:
-        _check_limit(limit)
-        if not limit:
-            return 0
-
-        def op(conn: sqlite3.Connection) -> int:
-            # events, message_parts and pushes follow by ON DELETE CASCADE.
-            return conn.execute(_DELETE_FINISHED_SQL, (final_before_ms, limit)).rowcount
-
-        return await self._write(op, weight=limit)
+        # events, message_parts and pushes follow by ON DELETE CASCADE.
+        return await self._delete_oldest(_DELETE_FINISHED_SQL, final_before_ms, limit)
 
     async def delete_inbound(self, received_before_ms: int, limit: int) -> int:
+        return await self._delete_oldest(_DELETE_INBOUND_SQL, received_before_ms, limit)
+
+    async def _delete_oldest(self, sql: str, before_ms: int, limit: int) -> int:
         _check_limit(limit)
         if not limit:
             return 0
 
         def op(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound INDEXED BY"
-                " inbound_received WHERE received_at < ? ORDER BY received_at LIMIT ?)",
-                (received_before_ms, limit),
-            ).rowcount
+            return conn.execute(sql, (before_ms, limit)).rowcount
 
         return await self._write(op, weight=limit)
 
@@ -1061,9 +1058,9 @@ def _part_match(
     reported = delivered = failed = 0
     failed_stat: str | None = None  # of the first part (by number) reported not delivered
     part: PartRecord | None = None
-    parts_at = len(_MESSAGE_COLUMNS.split(","))
     for row in rows:
-        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[parts_at:]
+        part_columns = row[len(_MESSAGE_COLUMN_NAMES) :]
+        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = part_columns
         if was_reported:
             reported += 1
             if was_delivered:
