@@ -43,7 +43,7 @@ from smsgw.protocol.messages import (
     submit_response,
 )
 from smsgw.protocol.status import Status
-from smsgw.ratelimit import FailureLimiter, TokenBucket
+from smsgw.ratelimit import FailureLimiter, RecentKeys, TokenBucket
 from smsgw.store.base import NewMessage, Store, StoreClosed
 from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 
@@ -75,6 +75,8 @@ class Server:
             max_schedule_ms=int(config.max_schedule * 1000),
         )
         self._auth_failures = FailureLimiter(limit=config.auth_fail_limit)
+        self._app_failures = FailureLimiter(limit=config.auth_fail_app_limit)
+        self._proven_addresses = {app.key: RecentKeys() for app in config.apps}
         self._buckets = {app.appid: TokenBucket(app.tps) for app in config.apps if app.tps}
         self._ssl_context = _ssl_context(config) if config.tls_cert else None
         # Called after each commit of new messages with the earliest time (epoch ms) one of
@@ -206,16 +208,9 @@ class Server:
 
     async def _process(self, request: Request, peer: str) -> Outcome:
         now = trio.current_time()
-        if self._auth_failures.blocked(peer, now):
-            return Outcome(error_response(Status.RATE_LIMITED, "too many failed authentications"))
-        app = self._authenticate(request)
-        if app is None:
-            self._auth_failures.record_failure(peer, now)
-            return Outcome(error_response(Status.AUTH_FAILED, "authentication failed"))
-        if not app.allows(peer):
-            return Outcome(
-                error_response(Status.SOURCE_NOT_ALLOWED, f"source {peer} not allowed"), app
-            )
+        app = self._admit_credentials(request, peer, now)
+        if isinstance(app, Outcome):
+            return app
         if request.command != SUBMIT:
             return Outcome(
                 error_response(Status.UNKNOWN_COMMAND, f"unknown command {request.command!r}"),
@@ -233,14 +228,51 @@ class Server:
                 app,
             )
 
-    def _authenticate(self, request: Request) -> AppConfig | None:
-        app = self._apps.get(canonical_credential(request.appid))
+    def _admit_credentials(self, request: Request, peer: str, now: float) -> AppConfig | Outcome:
+        """The app the request authenticates as, or the refusal to answer with."""
+        if self._auth_failures.blocked(peer, now):
+            return Outcome(error_response(Status.RATE_LIMITED, "too many failed authentications"))
+        claimed = self._apps.get(canonical_credential(request.appid))
+        if claimed is None:
+            guarded = False
+        elif not claimed.allows(peer):
+            # Answered before the secret is looked at: from here a right and a wrong secret
+            # must get the same answer, or the allowlist tells a guesser when it is right.
+            return Outcome(
+                error_response(Status.SOURCE_NOT_ALLOWED, f"source {peer} not allowed"), claimed
+            )
+        else:
+            # Failures from outside the app's own networks (for an app open to all: from an
+            # address it has not authenticated from) also count against the app, so rotating
+            # addresses buys no more guesses, and its own clients are never locked out.
+            guarded = not claimed.networks and peer not in self._proven(claimed)
+            if guarded and self._app_failures.blocked(claimed.key, now):
+                return Outcome(
+                    error_response(
+                        Status.RATE_LIMITED, "too many failed authentications for this app"
+                    )
+                )
+        app = self._authenticate(request, claimed)
+        if app is None:
+            self._auth_failures.record_failure(peer, now)
+            if guarded and claimed is not None:
+                self._app_failures.record_failure(claimed.key, now)
+            return Outcome(error_response(Status.AUTH_FAILED, "authentication failed"))
+        self._proven(app).add(peer)
+        return app
+
+    def _authenticate(self, request: Request, app: AppConfig | None) -> AppConfig | None:
+        """`app` (the one the request's appid names) if the secret is its own, else None."""
         given = canonical_credential(request.appsecret).encode()
         expected = canonical_credential(app.secret).encode() if app else _NO_SECRET
         # compare_digest always runs, so an unknown appid and a wrong secret take equal time.
         if hmac.compare_digest(given, expected) and app is not None:
             return app
         return None
+
+    def _proven(self, app: AppConfig) -> RecentKeys:
+        """The addresses `app` has recently authenticated from."""
+        return self._proven_addresses[app.key]
 
     async def _submit(self, request: Request, app: AppConfig, now: float) -> Outcome:
         try:

@@ -64,11 +64,17 @@ async def running_gateway(
 
 
 async def raw_exchange(
-    port: int, data: bytes, *, timeout: float = 10.0, shutdown_write: bool = False
+    port: int,
+    data: bytes,
+    *,
+    timeout: float = 10.0,
+    shutdown_write: bool = False,
+    source: str | None = None,
 ) -> bytes:
-    """Send raw bytes, read everything the server sends until it closes."""
+    """Send raw bytes, read everything the server sends until it closes. `source`: the
+    local address to connect from (any of 127.0.0.0/8 works on Linux)."""
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
         async with stream:
             if data:
                 await stream.send_all(data)
@@ -118,5 +124,7 @@ def item(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
-async def submit_raw(port: int, body: Any, **options: Any) -> dict[str, Any]:
-    return reply_body(await raw_exchange(port, submit_frame(body, **options)))
+async def submit_raw(
+    port: int, body: Any, *, source: str | None = None, **options: Any
+) -> dict[str, Any]:
+    return reply_body(await raw_exchange(port, submit_frame(body, **options), source=source))
