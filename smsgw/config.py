@@ -106,6 +106,7 @@ class Config:
     read_timeout: float = 10.0
     idle_timeout: float = 30.0
     max_connections: int = 1024
+    max_connections_per_address: int = 256
     auth_fail_limit: int = 10
     auth_fail_app_limit: int = 100
     push_timeout: float = 60.0
@@ -369,6 +370,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     read("SMSGW_READ_TIMEOUT", "read_timeout", _positive_duration)
     read("SMSGW_IDLE_TIMEOUT", "idle_timeout", _positive_duration)
     read("SMSGW_MAX_CONNECTIONS", "max_connections", _int_at_least(1))
+    read("SMSGW_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", _int_at_least(1))
     read("SMSGW_AUTH_FAIL_LIMIT", "auth_fail_limit", _int_at_least(1))
     read("SMSGW_AUTH_FAIL_APP_LIMIT", "auth_fail_app_limit", _int_at_least(1))
     read("SMSGW_PUSH_TIMEOUT", "push_timeout", _positive_duration)

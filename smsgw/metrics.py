@@ -259,8 +259,13 @@ class MetricsServer:
         families.append(responses)
         counter(
             "smsgw_refused_busy",
-            "connections refused over SMSGW_MAX_CONNECTIONS",
+            "connections answered 1008: over a connection cap, or shed to make room",
             server.refused_busy,
+        )
+        counter(
+            "smsgw_connections_shed",
+            "connections closed before their first whole frame to make room for a new one",
+            server.connections_shed,
         )
         counter(
             "smsgw_messages_accepted",

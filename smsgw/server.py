@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import trio
 
+from smsgw.admission import Admission, Slot
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
 from smsgw.histogram import Histogram
@@ -84,7 +85,7 @@ class Server:
         self.on_stored: Callable[[int], None] = lambda due_ms: None
         self._accept_scope: trio.CancelScope | None = None
         self._stopping = False
-        self.active_connections = 0
+        self._admission = Admission(config.max_connections, config.max_connections_per_address)
         self.requests_served = 0
         # For /metrics: answers by status, connections refused busy, new messages stored.
         self.responses: collections.Counter[str] = collections.Counter()
@@ -133,24 +134,37 @@ class Server:
 
     # --- one connection ---
 
+    @property
+    def active_connections(self) -> int:
+        return self._admission.active
+
+    @property
+    def connections_shed(self) -> int:
+        return self._admission.shed_count
+
     async def _handle(self, stream: trio.abc.Stream) -> None:
         peer = _peer_address(stream)
-        if self.active_connections >= self.config.max_connections:
+        slot = self._admission.admit(peer)
+        if slot is None:
             await self._refuse_busy(stream, peer)
             return
-        self.active_connections += 1
         try:
-            await self._serve_connection(stream, peer)
+            with slot.scope:
+                await self._serve_connection(stream, peer, slot)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("connection from %s broke: %s", peer, exc)
         except Exception:
             # Anything else is a bug; it must cost this connection only, never the server.
             log.exception("connection handler failed", extra={"peer": peer})
         finally:
-            self.active_connections -= 1
-            await _close_tls(stream)
+            self._admission.release(slot)
+            if not slot.shed:
+                await _close_tls(stream)
+        if slot.shed:
+            # Made room for a newer connection before it sent a whole frame.
+            await self._refuse_busy(stream, peer)
 
-    async def _serve_connection(self, stream: trio.abc.Stream, peer: str) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream, peer: str, slot: Slot) -> None:
         decoder = RequestDecoder(max_body=self.config.max_body)
         timeout = self.config.read_timeout
         while True:
@@ -170,6 +184,7 @@ class Server:
                 return
             if isinstance(event, ConnectionClosed):
                 return
+            self._admission.frame_received(slot)
             outcome = await self._process(event, peer)
             command = response_command(event.command)
             await self._respond(stream, command, event.length_style, outcome)
@@ -196,12 +211,18 @@ class Server:
         log.warning("too many connections: refusing %s", peer)
         self.refused_busy += 1
         body = encode_json(error_response(Status.BUSY, "gateway busy: retry later"))
-        with (
-            trio.move_on_after(1),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        ):
-            await stream.send_all(encode_response("B000", body))
-            await discard_input(stream, RECEIVE_CHUNK * 4)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with trio.move_on_after(1):
+                await stream.send_all(encode_response("B000", body))
+            # The answer, then our end of the stream: a client reading to the end has all of
+            # it now. Then wait for the client's own close, reading what it still sends: a
+            # close that meets unread input resets the connection, and the reset destroys
+            # the answer still unread on the client's side. A loaded client can take seconds
+            # to write its request, so the wait is the read timeout, not a fixed second.
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+            with trio.move_on_after(self.config.read_timeout):
+                await discard_input(stream, RECEIVE_CHUNK * 4)
         await _close_tls(stream)
 
     # --- one request ---
