@@ -31,13 +31,16 @@ from smsgw.protocol.framing import (
     RequestDecoder,
     canonical_credential,
     encode_response,
+    max_body_length,
     response_command,
 )
 from smsgw.protocol.messages import (
+    AnswerTooLarge,
     BodyError,
     Delivery,
     SubmitLimits,
     SubmitResponse,
+    encode_answer,
     encode_json,
     error_response,
     parse_submit,
@@ -196,7 +199,20 @@ class Server:
     async def _respond(
         self, stream: trio.abc.Stream, command: str, style: LengthStyle, outcome: Outcome
     ) -> None:
-        frame = encode_response(command, encode_json(outcome.response), style)
+        response = outcome.response
+        try:
+            body = encode_answer(response, max_body_length(style))
+        except AnswerTooLarge as exc:
+            # Whatever was stored stays stored (a re-submit is answered as duplicates, by
+            # then maybe in a smaller request); never an unanswered request.
+            request_id = uuid.uuid4().hex[:12]
+            log.error("%s (request %s)", exc, request_id)
+            response = error_response(
+                Status.INTERNAL_ERROR,
+                f"answer too large: send fewer deliveries per request (request {request_id})",
+            )
+            body = encode_json(response)
+        frame = encode_response(command, body, style)
         with trio.move_on_after(self.config.read_timeout) as writing:
             await stream.send_all(frame)
         if writing.cancelled_caught:
@@ -205,7 +221,7 @@ class Server:
             log.info("write timeout: client not reading its answer")
             raise trio.BrokenResourceError("write timeout")
         self.requests_served += 1
-        self.responses[outcome.response.status.value] += 1
+        self.responses[response.status.value] += 1
 
     async def _refuse_busy(self, stream: trio.abc.Stream, peer: str) -> None:
         log.warning("too many connections: refusing %s", peer)

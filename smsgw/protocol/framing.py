@@ -31,6 +31,7 @@ __all__ = [
     "canonical_credential",
     "encode_request",
     "encode_response",
+    "max_body_length",
     "pad_credential",
     "response_command",
 ]
@@ -61,6 +62,15 @@ _LENGTH_SIZE: Final = {
     LengthStyle.DECIMAL: DECIMAL_LENGTH_SIZE,
     LengthStyle.BINARY: BINARY_LENGTH_SIZE,
 }
+_MAX_LENGTH: Final = {
+    LengthStyle.DECIMAL: MAX_DECIMAL_LENGTH,
+    LengthStyle.BINARY: MAX_BINARY_LENGTH,
+}
+
+
+def max_body_length(style: LengthStyle) -> int:
+    """The largest body a frame's LENGTH of this style can declare."""
+    return _MAX_LENGTH[style]
 
 
 @attrs.frozen
