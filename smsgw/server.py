@@ -23,6 +23,7 @@ from smsgw.admission import Admission, Slot
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
 from smsgw.histogram import Histogram
+from smsgw.logs import RepeatLog
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
@@ -48,7 +49,7 @@ from smsgw.protocol.messages import (
 )
 from smsgw.protocol.status import Status
 from smsgw.ratelimit import FailureLimiter, RecentKeys, TokenBucket
-from smsgw.store.base import NewMessage, Store, StoreClosed
+from smsgw.store.base import NewMessage, Store, StoreClosed, StoreError
 from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 
 log = logging.getLogger("smsgw.server")
@@ -78,6 +79,7 @@ class Server:
             max_segments=config.max_segments,
             max_schedule_ms=int(config.max_schedule * 1000),
         )
+        self._failures = RepeatLog(log)
         self._auth_failures = FailureLimiter(limit=config.auth_fail_limit)
         self._app_failures = FailureLimiter(limit=config.auth_fail_app_limit)
         self._proven_addresses = {app.key: RecentKeys() for app in config.apps}
@@ -128,6 +130,7 @@ class Server:
                 for listener in listeners:
                     await listener.aclose()
             handlers.cancel_scope.deadline = trio.current_time() + self.config.shutdown_grace
+        self._failures.flush(trio.current_time())
         log.info("listener stopped", extra={"requests": self.requests_served})
 
     def stop_accepting(self) -> None:
@@ -257,9 +260,18 @@ class Server:
             return await self._submit(request, app, now)
         except StoreClosed:
             return Outcome(error_response(Status.BUSY, "gateway shutting down: retry later"), app)
-        except Exception:
+        except Exception as exc:
             request_id = uuid.uuid4().hex[:12]
-            log.exception("internal error", extra={"request_id": request_id, "app": app.appid})
+            # A store failure is the disk's, not ours: one line, no traceback. A bug gets
+            # its traceback once; its repeats, like the store's, are counted.
+            self._failures.log(
+                logging.ERROR,
+                f"{type(exc).__name__}: {exc}",
+                f"internal error (app {app.appid}, request {request_id}): "
+                f"{type(exc).__name__}: {exc}",
+                now,
+                exc_info=None if isinstance(exc, StoreError) else exc,
+            )
             return Outcome(
                 error_response(Status.INTERNAL_ERROR, f"internal error (request {request_id})"),
                 app,
