@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -79,9 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--silent", action="store_true", help="never answer (test timeouts)")
     listen.set_defaults(run=_listen)
 
-    status = commands.add_parser("status", help="show a message's state and history")
+    status = commands.add_parser(
+        "status",
+        help="show a message's state and history",
+        description="Print one JSON array: one entry (state, events, parts, pushes) per "
+        "phone the msgid was sent to. Exit 1 when nothing matches.",
+    )
     status.add_argument("msgid")
     status.add_argument("--appid", help="only this app's message")
+    status.add_argument("--phone", help="only the message to this phone (as submitted)")
+    status.add_argument(
+        "--jsonl", action="store_true", help="one compact JSON object per line instead"
+    )
     status.set_defaults(run=_status)
 
     inbox = commands.add_parser(
@@ -250,12 +260,32 @@ def _status(args: argparse.Namespace) -> int:
         histories = trio.run(_query, config, lambda store: store.history(args.msgid, args.appid))
     except (ConfigError, BaseExceptionGroup) as exc:
         return _explain_config_error(exc)
+    if args.phone is not None:
+        histories = [history for history in histories if history.message.phone == args.phone]
     if not histories:
-        print(f"smsgw status: no message with msgid {args.msgid!r}", file=sys.stderr)
+        phone = f" to phone {args.phone!r}" if args.phone is not None else ""
+        print(f"smsgw status: no message with msgid {args.msgid!r}{phone}", file=sys.stderr)
         return 1
-    for history in histories:
-        print(json.dumps(_history_json(history), ensure_ascii=False, indent=2))
+    documents = [_history_json(history) for history in histories]
+    if args.jsonl:
+        lines = [json.dumps(document, ensure_ascii=False) for document in documents]
+    else:
+        lines = [json.dumps(documents, ensure_ascii=False, indent=2)]
+    _print_lines(lines)
     return 0
+
+
+def _print_lines(lines: Iterable[str]) -> None:
+    """Print to stdout, stopping quietly when its reader has gone (`smsgw status X | head`)."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python docs advise (signal module, "Note on SIGPIPE"): point stdout at
+        # devnull so the flush at exit does not fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _history_json(history: MessageHistory) -> dict[str, Any]:
@@ -291,8 +321,7 @@ def _inbox(args: argparse.Namespace) -> int:
         )
     except (ConfigError, BaseExceptionGroup) as exc:
         return _explain_config_error(exc)
-    for record in records:
-        print(json.dumps(_inbound_json(record), ensure_ascii=False))
+    _print_lines(json.dumps(_inbound_json(record), ensure_ascii=False) for record in records)
     return 0
 
 
