@@ -4,14 +4,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The gateway alone (`make run`): the same venv, without the dev tools.
+RUN_STAMP := $(VENV)/.installed-runtime
 SMSC := tests/smsc
 SMSC_STAMP := $(SMSC)/node_modules/.installed
 
 .PHONY: run test lint typecheck pytest zipapp zipapp-test bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -19,7 +25,7 @@ $(SMSC_STAMP): $(SMSC)/package.json $(SMSC)/package-lock.json
 	cd $(SMSC) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(SMSC_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/smsgw serve
 
 lint: $(STAMP)
