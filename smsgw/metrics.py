@@ -263,6 +263,11 @@ class MetricsServer:
             server.refused_busy,
         )
         counter(
+            "smsgw_refused_unanswered",
+            "connections closed unanswered: as many refused ones were waiting to close",
+            server.refused_unanswered,
+        )
+        counter(
             "smsgw_connections_shed",
             "connections closed before their first whole frame to make room for a new one",
             server.connections_shed,

@@ -10,6 +10,7 @@ import collections
 import contextlib
 import hmac
 import logging
+import resource
 import ssl
 import time
 import uuid
@@ -55,6 +56,8 @@ from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 log = logging.getLogger("smsgw.server")
 
 SUBMIT = "A001"
+# Descriptors kept for everything but merchant connections (store, links, pushes, metrics).
+DESCRIPTOR_RESERVE = 256
 # A secret to compare against when the appid is unknown, so both failures take the same time.
 _NO_SECRET = canonical_credential("\x7f" * 15).encode()
 
@@ -95,6 +98,9 @@ class Server:
         # For /metrics: answers by status, connections refused busy, new messages stored.
         self.responses: collections.Counter[str] = collections.Counter()
         self.refused_busy = 0
+        self.refused_unanswered = 0
+        self._refusing = 0  # refused connections waiting for their client's close
+        self._max_refusing = _descriptors_for_refusals(config.max_connections)
         self.messages_accepted = 0
         # From the start of a request's read to its answer written (on a keep-alive
         # connection the read starts with the wait for the next request).
@@ -152,7 +158,7 @@ class Server:
         peer = _peer_address(stream)
         slot = self._admission.admit(peer)
         if slot is None:
-            await self._refuse_busy(stream, peer)
+            await self._refuse(stream, peer)
             return
         try:
             with slot.scope:
@@ -168,7 +174,21 @@ class Server:
                 await _close_tls(stream)
         if slot.shed:
             # Made room for a newer connection before it sent a whole frame.
+            await self._refuse(stream, peer)
+
+    async def _refuse(self, stream: trio.abc.Stream, peer: str) -> None:
+        """Answer 1008 and wait for the client's close, unless the descriptors left for
+        that are taken: then close at once, unanswered. A refused connection holds no slot;
+        without this bound a flood would hold one descriptor per refusal until accept()
+        fails with EMFILE, for everyone."""
+        if self._refusing >= self._max_refusing:
+            self.refused_unanswered += 1
+            return  # serve_listeners closes the stream
+        self._refusing += 1
+        try:
             await self._refuse_busy(stream, peer)
+        finally:
+            self._refusing -= 1
 
     async def _serve_connection(self, stream: trio.abc.Stream, peer: str, slot: Slot) -> None:
         decoder = RequestDecoder(max_body=self.config.max_body)
@@ -373,6 +393,16 @@ async def _close_tls(stream: trio.abc.Stream) -> None:
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True
             await stream.aclose()
+
+
+def _descriptors_for_refusals(max_connections: int) -> int:
+    """How many refused connections may wait for their client's close: the open-files limit
+    less what the admitted connections and the rest of the gateway (store, carrier links,
+    pushes, metrics) may need."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections * 16
+    return max(0, soft - max_connections - DESCRIPTOR_RESERVE)
 
 
 def _new_message(appid: str, delivery: Delivery) -> NewMessage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -95,17 +96,28 @@ async def run_cli(
 
 @asynccontextmanager
 async def gateway_process(
-    workdir: Path, env: Mapping[str, str] | None = None, *, start_timeout: float = 30.0
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    start_timeout: float = 30.0,
+    open_files: int | None = None,
 ) -> AsyncIterator[GatewayProcess]:
-    """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs)."""
+    """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs).
+    `open_files`: its RLIMIT_NOFILE, soft and hard (the gateway cannot raise it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - closed below
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = await trio.lowlevel.open_process(
         [*smsgw_command(), "serve"],
         env=base_env(workdir, env or {}),
         cwd=str(workdir),
         stdout=subprocess.PIPE,
         stderr=log_file,
+        preexec_fn=limit_open_files,
     )
     lines: list[bytes] = []
     listening: list[int] = []

@@ -102,3 +102,26 @@ async def test_an_idle_flood_does_not_starve_valid_submits(tmp_path: Path, addre
         print(f"flood from {addresses} address(es): {ok}/{SUBMITS} ok, p99 {p99 * 1000:.1f} ms")
         assert ok >= 0.95 * SUBMITS, sorted(set(statuses))
         assert p99 < 0.100
+
+
+async def test_refused_connections_cannot_take_every_descriptor(tmp_path: Path) -> None:
+    # 400 descriptors, 20 connections: a refused (shed) connection waits for its client's
+    # close only while descriptors are left for it; the rest are closed at once. Else 600
+    # idle sockets would exhaust the descriptors and accept() would fail for everyone.
+    env = {
+        "SMSGW_APPS": "shop1:s3cret",
+        "SMSGW_MAX_CONNECTIONS": "20",
+        "SMSGW_READ_TIMEOUT": "60s",
+        "SMSGW_SHUTDOWN_GRACE": "2s",
+        "SMSGW_LOG_LEVEL": "warning",
+    }
+    async with gateway_process(tmp_path, env, open_files=400) as gw:
+        flood = await trio.to_thread.run_sync(_connect_all, gw.port, ["127.0.0.2"], 600, 60.0)
+        with _held(flood):
+            await trio.sleep(1)  # let the gateway take in the whole flood
+            with trio.fail_after(10):
+                data = await raw_exchange(
+                    gw.port, submit_frame([item(msgid="through")]), source=CLIENT
+                )
+            assert reply_body(data)["status"] == "0"
+        assert "EMFILE" not in gw.log_text() and "Too many open files" not in gw.log_text()
