@@ -307,9 +307,8 @@ class Server:
         elif not claimed.allows(peer):
             # Answered before the secret is looked at: from here a right and a wrong secret
             # must get the same answer, or the allowlist tells a guesser when it is right.
-            return Outcome(
-                error_response(Status.SOURCE_NOT_ALLOWED, f"source {peer} not allowed"), claimed
-            )
+            # No app in the outcome: nothing was authenticated, so no keep-alive either.
+            return Outcome(error_response(Status.SOURCE_NOT_ALLOWED, f"source {peer} not allowed"))
         else:
             # Failures from outside the app's own networks (for an app open to all: from an
             # address it has not authenticated from) also count against the app, so rotating

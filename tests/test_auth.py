@@ -58,15 +58,3 @@ async def test_an_apps_networks_are_never_locked_out(tmp_path: Path) -> None:
         assert set(outside) == {"1006"}
         reply = await submit_raw(gw.port, [item(msgid="inside")], source=loopback(50))
         assert reply["status"] == "0"
-
-
-async def test_outside_the_allowlist_the_secret_is_not_evaluated(tmp_path: Path) -> None:
-    apps = tmp_path / "apps.toml"
-    apps.write_text('[apps.shop1]\nsecret = "s3cret"\nnetworks = ["192.0.2.0/24"]\n')
-    config = make_config(tmp_path, SMSGW_APPS="", SMSGW_APPS_FILE=str(apps))
-    async with running_gateway(config) as gw:
-        right = await submit_raw(gw.port, [item()])
-        wrong = await submit_raw(gw.port, [item()], secret="guess")
-        assert right == wrong
-        assert right["status"] == "1006"
-        assert sum((await gw.store.counts()).values()) == 0

@@ -13,20 +13,15 @@ import pytest
 
 from smsgw.gateway import store_from_config
 from smsgw.logs import RepeatLog
-from smsgw.store.base import CommitFailed, NewMessage, Store
+from smsgw.store.base import CommitFailed, NewMessage
 from tests.conftest import item, make_config, running_gateway, submit_raw
+from tests.test_server import FailingStore
 
 REQUESTS = 20
 
 
-class FullDisk:
+class FullDisk(FailingStore):
     """The real store, except that every insert fails as on a full disk."""
-
-    def __init__(self, inner: Store) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     async def insert_messages(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         raise CommitFailed("group commit failed, nothing stored: database or disk is full")

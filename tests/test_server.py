@@ -281,6 +281,8 @@ async def test_source_network_not_allowed(tmp_path: Path) -> None:
     async with running_gateway(config) as gw:
         reply = await submit_raw(gw.port, [item()])
         assert reply["status"] == "1006"
+        # Answered before the secret is looked at: a wrong one cannot be told from the right.
+        assert await submit_raw(gw.port, [item()], secret="guess") == reply
         assert await stored_count(gw.store) == 0
 
 
