@@ -82,7 +82,7 @@ class Server:
             max_segments=config.max_segments,
             max_schedule_ms=int(config.max_schedule * 1000),
         )
-        self._failures = RepeatLog(log)
+        self._log_repeats = RepeatLog(log)
         self._auth_failures = FailureLimiter(limit=config.auth_fail_limit)
         self._app_failures = FailureLimiter(limit=config.auth_fail_app_limit)
         self._proven_addresses = {app.key: RecentKeys() for app in config.apps}
@@ -136,7 +136,7 @@ class Server:
                 for listener in listeners:
                     await listener.aclose()
             handlers.cancel_scope.deadline = trio.current_time() + self.config.shutdown_grace
-        self._failures.flush(trio.current_time())
+        self._log_repeats.flush(trio.current_time())
         log.info("listener stopped", extra={"requests": self.requests_served})
 
     def stop_accepting(self) -> None:
@@ -158,7 +158,7 @@ class Server:
         peer = _peer_address(stream)
         slot = self._admission.admit(peer)
         if slot is None:
-            await self._refuse(stream, peer)
+            await self._refuse(stream, peer, "too many connections: refusing")
             return
         try:
             with slot.scope:
@@ -173,14 +173,15 @@ class Server:
             if not slot.shed:
                 await _close_tls(stream)
         if slot.shed:
-            # Made room for a newer connection before it sent a whole frame.
-            await self._refuse(stream, peer)
+            await self._refuse(stream, peer, "connection without a whole frame shed for a new one:")
 
-    async def _refuse(self, stream: trio.abc.Stream, peer: str) -> None:
+    async def _refuse(self, stream: trio.abc.Stream, peer: str, why: str) -> None:
         """Answer 1008 and wait for the client's close, unless the descriptors left for
         that are taken: then close at once, unanswered. A refused connection holds no slot;
         without this bound a flood would hold one descriptor per refusal until accept()
-        fails with EMFILE, for everyone."""
+        fails with EMFILE, for everyone. Logged once, with repeats counted: a flood must
+        not write a line per connection."""
+        self._log_repeats.log(logging.WARNING, why, f"{why} {peer}", trio.current_time())
         if self._refusing >= self._max_refusing:
             self.refused_unanswered += 1
             return  # serve_listeners closes the stream
@@ -247,7 +248,6 @@ class Server:
         self.responses[response.status.value] += 1
 
     async def _refuse_busy(self, stream: trio.abc.Stream, peer: str) -> None:
-        log.warning("too many connections: refusing %s", peer)
         self.refused_busy += 1
         body = encode_json(error_response(Status.BUSY, "gateway busy: retry later"))
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -284,7 +284,7 @@ class Server:
             request_id = uuid.uuid4().hex[:12]
             # A store failure is the disk's, not ours: one line, no traceback. A bug gets
             # its traceback once; its repeats, like the store's, are counted.
-            self._failures.log(
+            self._log_repeats.log(
                 logging.ERROR,
                 f"{type(exc).__name__}: {exc}",
                 f"internal error (app {app.appid}, request {request_id}): "
