@@ -422,7 +422,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SMSGW_CARRIER",
         "`sim://?fail=0.05&dlr_delay=1`",
-        "upstream operator (Carriers, below)",
+        "upstream operator URL: `sim://` or `smpp://` (see Carriers)",
         "carrier_url",
     ),
     Setting(
@@ -431,7 +431,12 @@ SETTINGS: tuple[Setting, ...] = (
         "`appid:secret[@host:port]`, comma-separated (`@host:port`: receipt endpoint); "
         "ids and secrets: " + CREDENTIAL_RULE,
     ),
-    Setting("SMSGW_APPS_FILE", "—", "TOML with per-app settings (below)"),
+    Setting(
+        "SMSGW_APPS_FILE",
+        "—",
+        "TOML file of per-app settings: `secret`, `receipt_endpoint`, "
+        "`status_reports`, `keep_alive`, `networks`, `tps`, `push_length`",
+    ),
     Setting(
         "SMSGW_MAX_BODY",
         "`1048576`",

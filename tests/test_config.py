@@ -257,3 +257,15 @@ def test_base64_and_token_urlsafe_secrets_are_accepted() -> None:
         ("shop-1.eu", "aB3+/x=_~-.9"),
         ("shop_2", "Zk9_q-1"),
     ]
+
+
+def settings_table() -> str:
+    """README's configuration table, as SETTINGS makes it."""
+    rows = [f"| `{s.name}` | {s.default} | {s.meaning} |" for s in SETTINGS]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows]) + "\n"
+
+
+def test_readme_configuration_table_is_the_settings_table() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = settings_table()
+    assert table in readme, f"README's configuration table should read:\n{table}"
