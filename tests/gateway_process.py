@@ -60,8 +60,8 @@ class GatewayProcess:
 
 
 def smsgw_command() -> list[str]:
-    """The gateway under test: the zipapp when SMSGW_PYZ names one, else this checkout."""
-    pyz = os.environ.get("SMSGW_PYZ")
+    """The gateway under test: the zipapp when SMSGW_TEST_PYZ names one, else this checkout."""
+    pyz = os.environ.get("SMSGW_TEST_PYZ")
     if pyz:
         return [sys.executable, pyz]
     return [sys.executable, "-m", "smsgw"]
@@ -95,13 +95,18 @@ async def run_cli(
 
 @asynccontextmanager
 async def gateway_process(
-    workdir: Path, env: Mapping[str, str] | None = None, *, start_timeout: float = 30.0
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    start_timeout: float = 30.0,
+    command: Sequence[str] | None = None,
 ) -> AsyncIterator[GatewayProcess]:
-    """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs)."""
+    """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs).
+    `command` replaces `smsgw_command()` (e.g. to run it as another user)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - closed below
     process = await trio.lowlevel.open_process(
-        [*smsgw_command(), "serve"],
+        [*(command or smsgw_command()), "serve"],
         env=base_env(workdir, env or {}),
         cwd=str(workdir),
         stdout=subprocess.PIPE,
