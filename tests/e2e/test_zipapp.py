@@ -111,9 +111,7 @@ async def test_a_service_user_whose_home_cannot_be_written_runs_the_zipapp(
 ) -> None:
     prefix, uid = as_user_prefix()
     python = python_for(prefix)
-    app = service_dirs / "smsgw.pyz"
-    shutil.copyfile(pyz(), app)
-    app.chmod(0o644)
+    app = installed(service_dirs)
     home = service_dirs / "home"
     home.mkdir(mode=0o555)
     tmp = service_dirs / "tmp"
@@ -138,34 +136,87 @@ async def test_a_service_user_whose_home_cannot_be_written_runs_the_zipapp(
     assert not os.path.exists("/nonexistent") and not any(home.iterdir())
 
 
-def test_systemds_cache_directory_is_used_and_a_foreign_temp_dir_refused(
-    service_dirs: Path,
-) -> None:
-    prefix, uid = as_user_prefix()
-    python = python_for(prefix)
+def installed(service_dirs: Path) -> Path:
+    """The zipapp where another user can read it."""
     app = service_dirs / "smsgw.pyz"
     shutil.copyfile(pyz(), app)
     app.chmod(0o644)
+    return app
+
+
+def deploy_doc_block(heading: str, language: str) -> str:
+    """The first ```language block after `heading` in docs/deploy.md."""
+    text = (Path(__file__).resolve().parent.parent.parent / "docs" / "deploy.md").read_text()
+    after = text[text.index(heading) :]
+    start = after.index(f"```{language}\n") + len(language) + 4
+    return after[start : after.index("```", start)]
+
+
+async def test_the_deploy_guides_unit_and_environment_file_run_the_zipapp(
+    service_dirs: Path,
+) -> None:
+    """docs/deploy.md's environment and apps files, run as its unit runs them: a user whose
+    home is `/` (DynamicUser), systemd's CACHE_DIRECTORY and STATE_DIRECTORY, the apps file
+    from the credentials directory. Only what cannot be had here is replaced: the port (0),
+    the carrier (the simulator) and /var/lib/smsgw (a scratch directory)."""
+    unit = deploy_doc_block("## 4.", "ini")
+    for line in ("DynamicUser=yes", "StateDirectory=smsgw", "CacheDirectory=smsgw"):
+        assert f"\n{line}\n" in unit
+    assert "\nProtectSystem=strict\n" in unit and "\nEnvironment=SMSGW_APPS_FILE=%d/" in unit
+    prefix, uid = as_user_prefix()
+    python = python_for(prefix)
+    app = installed(service_dirs)
     cache = user_dir(service_dirs / "cache", uid)
-    tmp = user_dir(service_dirs / "tmp", uid, 0o1777)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
-    if not prefix:  # this user: a home it cannot write
-        env["HOME"] = str(user_dir(service_dirs / "home", uid, 0o555))
-    as_unit = {**env, "CACHE_DIRECTORY": str(cache), "TMPDIR": str(tmp)}
-    done = subprocess.run([*prefix, python, str(app), "--version"], env=as_unit, **CAPTURE)
-    assert done.returncode == 0 and done.stdout.startswith(b"smsgw "), done.stderr
+    state = user_dir(service_dirs / "state", uid)
+    credentials = user_dir(service_dirs / "credentials", uid)
+    (credentials / "apps.toml").write_text(deploy_doc_block("## 3.", "toml"))
+    settings = {}
+    for line in deploy_doc_block("## 2.", "sh").splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            settings[name] = value.replace("/var/lib/smsgw", str(state))
+    assert settings["SMSGW_DB"] == f"sqlite:///{state}/smsgw.db"
+    settings |= {
+        "SMSGW_LISTEN": "127.0.0.1:0",
+        "SMSGW_METRICS": "127.0.0.1:0",
+        "SMSGW_CARRIER": "sim://?fail=0",
+        "SMSGW_APPS_FILE": str(credentials / "apps.toml"),
+        "HOME": "/",
+        "CACHE_DIRECTORY": str(cache),
+        "STATE_DIRECTORY": str(state),
+        "XDG_CACHE_HOME": "",
+        "SHIV_ROOT": "",
+    }
+    async with gateway_process(state, settings, command=[*prefix, python, str(app)]) as gw:
+        assert "app shop1: receipts to 10.0.0.5:9100, from 10.0.0.0/8" in (
+            await gw.output_line("app shop1:")
+        )
+        assert (await http(await gw.metrics_port(), "GET", "/healthz")).status == 200
+        shop1 = ["--appid", "shop1", "--secret", "Kq3-v9Zt.x"]
+        message = ["--phone", "8613800138000", "--message", "hi"]
+        sent = await run_cli(
+            ["send", "--server", gw.address, *shop1, *message], base_env(state, {})
+        )
+        # The apps file was read: the right secret, from outside the app's networks.
+        assert json.loads(sent.stdout)["status"] == "1006"
+    assert gw.process.returncode == 0
+    assert (state / "smsgw.db").exists()
     assert any(entry.name.startswith("smsgw.pyz_") for entry in (cache / "shiv").iterdir())
 
-    # Someone else got to the temporary directory's name first: refused, nothing unpacked.
+
+def test_a_temporary_directory_someone_else_made_is_refused(service_dirs: Path) -> None:
+    prefix, uid = as_user_prefix()
+    python = python_for(prefix)
+    app = installed(service_dirs)
+    tmp = user_dir(service_dirs / "tmp", uid, 0o1777)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/", "TMPDIR": str(tmp)}
     planted = tmp / f"smsgw-{uid}"
     planted.mkdir()
     if os.geteuid() == 0:
         os.chown(planted, uid + 1, -1)
     else:  # a non-root test cannot give a directory away: one anyone may write, then
         planted.chmod(0o777)
-    done = subprocess.run(
-        [*prefix, python, str(app), "--version"], env={**env, "TMPDIR": str(tmp)}, **CAPTURE
-    )
+    done = subprocess.run([*prefix, python, str(app), "--version"], env=env, **CAPTURE)
     assert done.returncode == 1
     (line,) = done.stderr.decode().splitlines()
     assert line.startswith(f"smsgw: cannot unpack: {planted} is not a directory of this user")
