@@ -14,11 +14,12 @@ def banner(config: Config, info: GatewayInfo) -> str:
     """The start-up banner, one line per fact, each ending in a newline."""
     where = ", ".join(str(endpoint) for endpoint in info.listen)
     tls = " (TLS)" if config.tls_cert else ""
+    workers = _workers(config)
+    processes = f"{workers} worker{'s' if workers > 1 else ''}"
     lines = [
-        f"smsgw {__version__} listening on {where}{tls}",
+        f"smsgw {__version__} listening on {where}{tls} ({processes})",
         f"  store: {redact_url(config.db_url)}",
         f"  carrier: {redact_url(config.carrier_url)}",
-        f"  workers: {_workers(config)}",
     ]
     if info.metrics is not None:
         lines.append(f"  metrics: http://{info.metrics}/metrics and /healthz")

@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.set_defaults(run=_listen)
 
     reads_store = (
-        "Reads the store SMSGW_DB names (default: sqlite:///./smsgw.db), read-only; "
+        f"Reads the store SMSGW_DB names (default: {Config().db_url}), read-only; "
         "the other SMSGW_* variables are checked as smsgw serve checks them."
     )
     status = commands.add_parser(

@@ -21,10 +21,9 @@ def test_carrier_password_is_masked_and_apps_are_listed_without_secrets() -> Non
     assert "Zq7" not in text
     assert text.endswith("\n")
     assert text.splitlines() == [
-        f"smsgw {__version__} listening on 127.0.0.1:9000",
+        f"smsgw {__version__} listening on 127.0.0.1:9000 (1 worker)",
         "  store: sqlite:///./smsgw.db",
         "  carrier: smpp://esme:***@10.0.0.1:2775?binds=2",
-        "  workers: 1",
         "  metrics: http://127.0.0.1:9102/metrics and /healthz",
         "  app shop1: receipts to 10.0.0.5:9100, from any address",
         "  app shop2: no receipts, from any address",

@@ -35,7 +35,7 @@ async def test_the_banner_names_each_app_never_its_secret(tmp_path: Path) -> Non
         )
         assert json.loads(sent.stdout)["status"] == "1005"
     lines = banner.splitlines()
-    assert "  workers: 1" in lines
+    assert lines[0].endswith(" (1 worker)")
     assert (
         "  app shop1: receipts to 127.0.0.1:9 (and A003 status reports), "
         "from 127.0.0.0/8, 192.0.2.0/24, 50 msg/s"
