@@ -1,4 +1,5 @@
 import ipaddress
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,31 @@ def test_readme_configuration_table_is_the_settings_table() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = settings_table()
     assert table in readme, f"README's configuration table should read:\n{table}"
+
+
+class Recording(Mapping[str, str]):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.given = values
+        self.looked_up: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.looked_up.add(name)
+        return self.given[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.given)
+
+    def __len__(self) -> int:
+        return len(self.given)
+
+
+def test_every_variable_load_config_reads_is_a_setting() -> None:
+    """A variable read outside SETTINGS would work and yet be refused as unknown, and be
+    missing from --help and README: a new one is a row of SETTINGS."""
+    env = Recording({})
+    load_config(env)
+    assert {name for name in env.looked_up if name.startswith("SMSGW_")} == {
+        setting.name for setting in SETTINGS
+    }
