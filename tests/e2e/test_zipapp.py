@@ -200,6 +200,10 @@ async def test_the_deploy_guides_unit_and_environment_file_run_the_zipapp(
         # The apps file was read: the right secret, from outside the app's networks.
         assert json.loads(sent.stdout)["status"] == "1006"
     assert gw.process.returncode == 0
+    # The guide's `smsgw status` (as root, the same environment): read, not refused.
+    as_root = {**settings, "HOME": os.environ.get("HOME", str(state)), "CACHE_DIRECTORY": ""}
+    shown = await run_cli(["status", "ORDER-1"], base_env(state, as_root))
+    assert shown.returncode == 1 and b"no message with msgid 'ORDER-1'" in shown.stderr
     assert (state / "smsgw.db").exists()
     assert any(entry.name.startswith("smsgw.pyz_") for entry in (cache / "shiv").iterdir())
 
