@@ -56,7 +56,11 @@ def unpack_root(environ: Mapping[str, str], home: str, uid: int) -> str:
         parent = environ.get(variable, "").split(":")[0]
         if os.path.isabs(parent) and _writable(parent):
             return os.path.join(parent, "shiv")
-    return private_temp_dir(tempfile.gettempdir(), uid)
+    try:
+        tmp = tempfile.gettempdir()
+    except OSError:  # not one of $TMPDIR, /tmp, /var/tmp, /usr/tmp or the cwd is writable
+        raise UnpackError(f"no directory to unpack into; {_choose}") from None
+    return private_temp_dir(tmp, uid)
 
 
 def private_temp_dir(tmp: str, uid: int) -> str:

@@ -97,3 +97,14 @@ def test_a_temporary_directory_someone_else_could_have_made_is_refused(
     with pytest.raises(UnpackError):
         private_temp_dir(str(tmp), me)
     assert not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_nowhere_writable_is_one_line_naming_shiv_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_temp_dir() -> str:
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr("tempfile.gettempdir", no_temp_dir)
+    with pytest.raises(UnpackError, match=r"^no directory to unpack into; set SHIV_ROOT to"):
+        unpack_root({}, str(read_only_home(tmp_path)), os.getuid())
