@@ -12,6 +12,7 @@ import trio
 
 from smsgw.carriers.cmpp import auth, codec
 from smsgw.carriers.cmpp.codec import NEED_DATA, CmppConnection, CmppVersion, Pdu
+from tests.smsc_process import BlastResult
 
 from .server import DEFAULT_SECRET, DEFAULT_SP_ID
 
@@ -112,15 +113,6 @@ class SpClient:
 
     async def answer(self, deliver: codec.Deliver, result: int = 0) -> None:
         await self.send(codec.response_for(deliver, result=result))
-
-
-@attrs.frozen
-class BlastResult:
-    submits: int
-    ok: int
-    failed: int
-    seconds: float
-    per_second: float
 
 
 async def blast(
