@@ -33,9 +33,12 @@ What it does, per connection (a "link"):
 - A malformed SUBMIT is answered with the codec's Result; any other malformed PDU is logged;
   a broken framing ends the link.
 
-Every step is an event in `Ismg.log` (see `tests.ismg.events`); the control methods are
-async so a test drives the simulator the same way in process and as a subprocess
-(`tests.ismg.process`). Not modelled: QUERY, CANCEL, FWD and the MT/MO route commands.
+Every step is an event in `Ismg.log` (see `tests.ismg.events`); a "crash" event is a bug
+in the simulator (the link it happened on is closed, the simulator goes on), which tests
+should assert never happens. The control methods are async so a test drives the simulator
+the same way in process and as a subprocess (`tests.ismg.process`). Not modelled: QUERY,
+CANCEL, FWD and the MT/MO route commands; an SP that leaves the ISMG's ACTIVE_TEST
+unanswered is not dropped.
 """
 
 from __future__ import annotations
@@ -404,9 +407,9 @@ class Ismg(IsmgControl):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._write_loop, link)
                         nursery.start_soon(self._read_loop, link, nursery)
-        except Exception as exc:  # a handler must not take the server down
-            self.stats_counters["errors"] += 1
-            self.emit("error", session=link.number, message=repr(exc))
+        except Exception as exc:  # a bug here must not take the server down, nor go unseen
+            self.stats_counters["crashes"] += 1
+            self.emit("crash", session=link.number, message=repr(exc))
         finally:
             self._links.discard(link)
             requeued = self._unregister(link)
