@@ -120,7 +120,7 @@ class IsmgOptions:
 
 @attrs.define(eq=False)
 class _Delivery:
-    """A DELIVER waiting for, or on, a link; ``pdu`` gets its Sequence_Id when sent."""
+    """A DELIVER waiting for, or on, a link; each sending numbers ``pdu`` afresh."""
 
     kind: DeliveryKind
     pdu: Deliver
@@ -666,12 +666,12 @@ class Ismg(IsmgControl):
         if accepted:
             self._collect_parts(sp, pdu, concat, text)
 
-    def _allocate_ids(self, count: int) -> int:
+    def _allocate_ids(self, count: int, now: datetime.datetime | None = None) -> int:
         """The first of ``count`` consecutive Msg_Ids (the range never wraps the 16-bit
         sequence into the gateway code)."""
         if self._msg_sequence + count > 0x10000:
             self._msg_sequence = 0
-        now = datetime.datetime.now()
+        now = now or datetime.datetime.now()
         first = make_msg_id(
             now.month,
             now.day,
@@ -696,18 +696,19 @@ class Ismg(IsmgControl):
         sp = link.sp
         assert sp is not None
         submitted = datetime.datetime.now()
+        stamp = _report_time(submitted)
         for index, dest in enumerate(pdu.dest_terminal_ids):
             stat = _take(self._stats_overrides) or self._report_stat
             report = StatusReport(
                 msg_id=msg_id + index,
                 stat=stat,
-                submit_time=_report_time(submitted),
-                done_time=_report_time(submitted),
+                submit_time=stamp,
+                done_time=stamp,
                 dest_terminal_id=dest,
                 smsc_sequence=next(self._smsc_sequence) & 0xFFFFFFFF,
             )
             deliver = Deliver(
-                msg_id=self._allocate_ids(1),
+                msg_id=self._allocate_ids(1, submitted),
                 dest_id=pdu.src_id,
                 service_id=pdu.service_id,
                 src_terminal_id=dest,
@@ -761,25 +762,24 @@ class Ismg(IsmgControl):
 
     def _send_deliver(self, link: _Link, delivery: _Delivery) -> None:
         delivery.attempt += 1
-        numbered, data = link.conn.send_request(delivery.pdu)
-        delivery.pdu = numbered
-        seq = numbered.sequence_number
+        pdu = delivery.pdu
+        seq, data = link.conn.number_request(link.conn.send(pdu))
         link.delivers[seq] = delivery
         link.out.append(data)
         link.wake.set()
         self.stats_counters[f"deliver_{delivery.kind}"] += 1
         if not self._quiet:
-            report = numbered.report
+            report = pdu.report
             self.emit(
                 "deliver",
                 kind=delivery.kind,
                 session=link.number,
                 seq=seq,
                 attempt=delivery.attempt,
-                msg_id=format_msg_id(numbered.msg_id),
+                msg_id=format_msg_id(pdu.msg_id),
                 report_msg_id=format_msg_id(report.msg_id) if report else None,
                 stat=report.stat if report else None,
-                source=numbered.src_terminal_id,
+                source=pdu.src_terminal_id,
             )
         if self.options.deliver_timeout > 0:
             deadline = trio.current_time() + self.options.deliver_timeout
