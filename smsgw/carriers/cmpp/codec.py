@@ -374,6 +374,7 @@ _DELIVER_HEAD: Final = {
     _V20: struct.Struct(">Q21s10sBBB21sBB"),
     _V30: struct.Struct(">Q21s10sBBB32sBBB"),
 }
+_MSG_ID_RESULT: Final = {9: struct.Struct(">QB"), 12: struct.Struct(">QI")}  # by body size
 _REPORT: Final = {_V20: struct.Struct(">Q7s10s10s21sI"), _V30: struct.Struct(">Q7s10s10s32sI")}
 
 
@@ -526,14 +527,13 @@ class _MsgIdResult(Pdu):
 
     @classmethod
     def _decode_body(cls, reader: _Reader, sequence_number: int, version: CmppVersion) -> Self:
-        size = reader.remaining
-        if size not in (9, 12):
-            raise _BodyError(f"body is {size} octets, not 9 (2.0) or 12 (3.0)", RESULT_BAD_LENGTH)
-        return cls(
-            sequence_number=sequence_number,
-            msg_id=reader.u64("Msg_Id"),
-            result=reader.uint(size - 8, "Result"),
-        )
+        layout = _MSG_ID_RESULT.get(reader.remaining)
+        if layout is None:
+            raise _BodyError(
+                f"body is {reader.remaining} octets, not 9 (2.0) or 12 (3.0)", RESULT_BAD_LENGTH
+            )
+        msg_id, result = reader.unpack(layout, "Msg_Id and Result")
+        return cls(sequence_number=sequence_number, msg_id=msg_id, result=result)
 
 
 @attrs.frozen(kw_only=True)
