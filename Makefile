@@ -29,8 +29,8 @@ run: $(RUN_STAMP)
 	$(BIN)/smsgw serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check smsgw tests bench
-	$(BIN)/ruff format --check smsgw tests bench
+	$(BIN)/ruff check smsgw tests bench tools
+	$(BIN)/ruff format --check smsgw tests bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -40,14 +40,13 @@ pytest: $(STAMP) $(SMSC_STAMP)
 
 test: lint typecheck pytest
 
-dist/smsgw.pyz: $(STAMP) shiv.spec pyproject.toml $(shell find smsgw -name '*.py')
-	mkdir -p dist
-	$(BIN)/shiv $$(grep -v '^\s*#' shiv.spec)
+dist/smsgw.pyz: $(STAMP) tools/build_zipapp.py pyproject.toml README.md $(shell find smsgw -name '*.py')
+	$(BIN)/python tools/build_zipapp.py
 
 zipapp: dist/smsgw.pyz
 
 zipapp-test: dist/smsgw.pyz $(SMSC_STAMP)
-	SMSGW_PYZ=$(CURDIR)/dist/smsgw.pyz $(BIN)/pytest -m zipapp -p no:cacheprovider
+	SMSGW_TEST_PYZ=$(CURDIR)/dist/smsgw.pyz $(BIN)/pytest -m zipapp -p no:cacheprovider
 
 bench: $(STAMP) $(SMSC_STAMP)
 	$(BIN)/python bench/accept.py

@@ -215,7 +215,7 @@ class Server:
             outcome = await self._process(event, peer)
             command = response_command(event.command)
             await self._respond(stream, command, event.length_style, outcome)
-            self._log_request(command, outcome, peer, started)
+            self._log_request(command, outcome, peer, started, event.appid)
             if outcome.app is None or not outcome.app.keep_alive or self._stopping:
                 return
             timeout = self.config.idle_timeout
@@ -370,18 +370,32 @@ class Server:
                 self.on_stored(min(due))
         return Outcome(submit_response(slots, stored), app, len(slots))
 
-    def _log_request(self, command: str, outcome: Outcome, peer: str, started: float) -> None:
+    def _log_request(
+        self, command: str, outcome: Outcome, peer: str, started: float, tried: str = ""
+    ) -> None:
+        """One line per answer; `tried` is the request's raw APPID field, shown when it named
+        no app (a `1005` says which id was tried)."""
         seconds = time.perf_counter() - started
         self.request_seconds.observe(seconds)
         log.info(
             "%s app=%s items=%d status=%s %.1fms peer=%s",
             command,
-            outcome.app.appid if outcome.app else "-",
+            outcome.app.appid if outcome.app else _shown_appid(tried),
             outcome.items,
             outcome.response.status.value,
             seconds * 1000,
             peer,
         )
+
+
+def _shown_appid(raw: str) -> str:
+    """A request's APPID field for a log line: without its padding (configured ids never
+    start with 0), quoted when that leaves it empty or with a space or NUL in it (the
+    framing lets only printable ASCII and NUL through)."""
+    if not raw:
+        return "-"
+    appid = raw.strip(" \x00").lstrip("0")
+    return appid if appid and appid.isprintable() and " " not in appid else repr(appid)
 
 
 async def _close_tls(stream: trio.abc.Stream) -> None:

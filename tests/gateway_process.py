@@ -61,8 +61,8 @@ class GatewayProcess:
 
 
 def smsgw_command() -> list[str]:
-    """The gateway under test: the zipapp when SMSGW_PYZ names one, else this checkout."""
-    pyz = os.environ.get("SMSGW_PYZ")
+    """The gateway under test: the zipapp when SMSGW_TEST_PYZ names one, else this checkout."""
+    pyz = os.environ.get("SMSGW_TEST_PYZ")
     if pyz:
         return [sys.executable, pyz]
     return [sys.executable, "-m", "smsgw"]
@@ -100,10 +100,12 @@ async def gateway_process(
     env: Mapping[str, str] | None = None,
     *,
     start_timeout: float = 30.0,
+    command: Sequence[str] | None = None,
     open_files: int | None = None,
 ) -> AsyncIterator[GatewayProcess]:
     """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs).
-    `open_files`: its RLIMIT_NOFILE, soft and hard (the gateway cannot raise it)."""
+    `command` replaces `smsgw_command()` (e.g. to run it as another user); `open_files`:
+    its RLIMIT_NOFILE, soft and hard (the gateway cannot raise it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - closed below
 
@@ -112,7 +114,7 @@ async def gateway_process(
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
     process = await trio.lowlevel.open_process(
-        [*smsgw_command(), "serve"],
+        [*(command or smsgw_command()), "serve"],
         env=base_env(workdir, env or {}),
         cwd=str(workdir),
         stdout=subprocess.PIPE,
