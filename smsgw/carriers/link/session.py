@@ -131,10 +131,6 @@ class Session(Generic[FrameT]):
         return not self._stopping and self._tx is not None and self._tx.alive
 
     @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @property
     def load(self) -> int:
         """Free window slots minus the submits already queued for them (higher is freer)."""
         return int(self._window.value) - self._queued
