@@ -5,6 +5,14 @@ by sequence, keeps windows, timers, binds and reconnects. Everything it must ask
 protocol is here: how bytes become frames (the sans-IO `FrameCodec`), how to log in and keep
 the link alive, what a submit response does to the link, and where an inbound request goes.
 A dialect holds no I/O and no state of a connection; the frames are its codec's own types.
+
+SGIP 1.2 and SMGP 3.0 fit as further dialects: every one of these headers has the command id
+at octets 4-8 and a sequence the codec numbers (`number_request`; SGIP's 12-octet
+node/time/counter sequence is one Python int), SMGP's Login/Active_Test map onto `logins` /
+`keep_alive` as CMPP's do, and SGIP, which has no heartbeat, sets a `KeepAlive` interval of
+0. What SGIP adds is the SMG connecting back to the SP for Deliver and Report: a listener
+beside the sessions whose links only take deliveries (`Route.DELIVERY`), its sessions made
+from accepted streams instead of `Connect`.
 """
 
 from __future__ import annotations
