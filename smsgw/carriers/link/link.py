@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Final, Generic
+from typing import Final, Generic, cast
 
 import trio
 
-from smsgw.carriers.link.dialect import Dialect, FrameT
+from smsgw.carriers.link.dialect import Dialect, Frame, FrameT
 
 __all__ = [
     "NACK_TIMEOUT",
@@ -53,7 +53,7 @@ class ResponseTimeout(Exception):
     """No response within response_timeout: the operator may have it."""
 
 
-class _Pending(Generic[FrameT]):
+class _Pending:
     """A request written (or queued to be) and waiting for its response."""
 
     __slots__ = (
@@ -71,7 +71,8 @@ class _Pending(Generic[FrameT]):
         self.command = command
         self.timeout = timeout
         self.deadline = trio.current_time() + timeout
-        self.response: FrameT | None = None
+        # Not generic: a Generic subclass costs twice as much to create, once per request.
+        self.response: Frame | None = None
         self.failure: NotSent | LinkLost | ResponseTimeout | None = None
         self.task: trio.lowlevel.Task | None = None  # the requester, while it waits
         self.written = False  # taken by the writer: the operator may have it from now on
@@ -111,12 +112,12 @@ class Link(Generic[FrameT]):
         self.dialect = dialect
         self.codec = dialect.new_codec()
         self.lost: str | None = None
-        self.last_read = trio.current_time()  # when bytes last came (for idle keep-alives)
+        self.last_read = trio.current_time()  # when bytes last came (idle keep-alives only)
         self.lost_event = trio.Event()
         self._write_timeout = write_timeout
-        self._pending: dict[int, _Pending[FrameT]] = {}
+        self._pending: dict[int, _Pending] = {}
         # Queued for the writer: the bytes and, for a request, its _Pending.
-        self._outgoing: list[tuple[bytes, _Pending[FrameT] | None]] = []
+        self._outgoing: list[tuple[bytes, _Pending | None]] = []
         self._writing = False  # the writer is in send_all
         self._writer_task: trio.lowlevel.Task | None = None  # parked, waiting for output
         self._flushed: trio.Event | None = None  # set once the queue is written out
@@ -148,7 +149,7 @@ class Link(Generic[FrameT]):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _queue(self, data: bytes, pending: _Pending[FrameT] | None) -> None:
+    def _queue(self, data: bytes, pending: _Pending | None) -> None:
         self._outgoing.append((data, pending))
         task = self._writer_task
         if task is not None:
@@ -245,7 +246,7 @@ class Link(Generic[FrameT]):
         return await self._exchange(sequence, numbered, int.from_bytes(data[4:8]), timeout)
 
     async def _exchange(self, sequence: int, data: bytes, command: int, timeout: float) -> FrameT:
-        pending: _Pending[FrameT] = _Pending(command, timeout)
+        pending = _Pending(command, timeout)
         self._pending[sequence] = pending
         self._queue(data, pending)
         self._watch_deadline(pending.deadline)
@@ -265,7 +266,7 @@ class Link(Generic[FrameT]):
             if self._pending.get(sequence) is pending:
                 del self._pending[sequence]
         if pending.response is not None:
-            return pending.response
+            return cast(FrameT, pending.response)  # the answer to a request of this link
         assert pending.failure is not None
         raise pending.failure
 
@@ -300,7 +301,7 @@ class Link(Generic[FrameT]):
             while True:
                 now = trio.current_time()
                 earliest = math.inf
-                expired: list[tuple[int, _Pending[FrameT]]] = []
+                expired: list[tuple[int, _Pending]] = []
                 for sequence, pending in self._pending.items():
                     if pending.deadline <= now:
                         expired.append((sequence, pending))

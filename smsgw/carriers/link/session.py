@@ -411,6 +411,7 @@ class Session(Generic[FrameT]):
         link: Link[FrameT],
         inbound: trio.MemorySendChannel[tuple[Link[FrameT], FrameT]],
     ) -> None:
+        track_idle = self.dialect.keep_alive.when_idle
         try:
             while True:
                 if not await self._drain(link, inbound):
@@ -419,7 +420,8 @@ class Session(Generic[FrameT]):
                 if not data:
                     link.lose(f"the {self.dialect.peer} closed the connection")
                     return
-                link.last_read = trio.current_time()
+                if track_idle:
+                    link.last_read = trio.current_time()
                 link.codec.receive_data(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             link.lose(f"read failed: {error!r}")
