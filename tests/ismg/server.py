@@ -33,9 +33,12 @@ What it does, per connection (a "link"):
 - A malformed SUBMIT is answered with the codec's Result; any other malformed PDU is logged;
   a broken framing ends the link.
 
-Every step is an event in `Ismg.log` (see `tests.ismg.events`); the control methods are
-async so a test drives the simulator the same way in process and as a subprocess
-(`tests.ismg.process`). Not modelled: QUERY, CANCEL, FWD and the MT/MO route commands.
+Every step is an event in `Ismg.log` (see `tests.ismg.events`); a "crash" event is a bug
+in the simulator (the link it happened on is closed, the simulator goes on), which tests
+should assert never happens. The control methods are async so a test drives the simulator
+the same way in process and as a subprocess (`tests.ismg.process`). Not modelled: QUERY,
+CANCEL, FWD and the MT/MO route commands; an SP that leaves the ISMG's ACTIVE_TEST
+unanswered is not dropped.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ class IsmgOptions:
 
 @attrs.define(eq=False)
 class _Delivery:
-    """A DELIVER waiting for, or on, a link; ``pdu`` gets its Sequence_Id when sent."""
+    """A DELIVER waiting for, or on, a link; each sending numbers ``pdu`` afresh."""
 
     kind: DeliveryKind
     pdu: Deliver
@@ -131,13 +134,8 @@ class _Sp:
     sp_id: str
     links: list[_Link] = attrs.field(factory=list)
     pending: collections.deque[_Delivery] = attrs.field(factory=collections.deque)
-    changed: trio.Event = attrs.field(factory=trio.Event)
     tokens: float = 0.0
     refilled: float | None = None  # a full bucket to start with
-
-    def wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
 
 
 @attrs.define(eq=False)
@@ -152,6 +150,11 @@ class _Link:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     unanswered_submits: int = 0
     delivers: dict[int, _Delivery] = attrs.field(factory=dict)  # by Sequence_Id
+    # (deadline, Sequence_Id, DELIVER) in sending order, for _expire_delivers
+    expiries: collections.deque[tuple[float, int, _Delivery]] = attrs.field(
+        factory=collections.deque
+    )
+    expiry_wake: trio.Event = attrs.field(factory=trio.Event)
     requests: dict[int, str] = attrs.field(factory=dict)  # the ISMG's own, by Sequence_Id
 
     def send(self, pdu: Pdu) -> None:
@@ -404,9 +407,9 @@ class Ismg(IsmgControl):
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._write_loop, link)
                         nursery.start_soon(self._read_loop, link, nursery)
-        except Exception as exc:  # a handler must not take the server down
-            self.stats_counters["errors"] += 1
-            self.emit("error", session=link.number, message=repr(exc))
+        except Exception as exc:  # a bug here must not take the server down, nor go unseen
+            self.stats_counters["crashes"] += 1
+            self.emit("crash", session=link.number, message=repr(exc))
         finally:
             self._links.discard(link)
             requeued = self._unregister(link)
@@ -432,7 +435,7 @@ class Ismg(IsmgControl):
         link.delivers.clear()
         for _, delivery in reversed(waiting):
             sp.pending.appendleft(delivery)
-        sp.wake()
+        self._drain(sp)
         return len(waiting)
 
     async def _write_loop(self, link: _Link) -> None:
@@ -536,7 +539,8 @@ class Ismg(IsmgControl):
         sp = self._sps[pdu.source_addr]
         link.sp = sp
         sp.links.append(link)
-        nursery.start_soon(self._pump, link, sp)
+        self._drain(sp)
+        nursery.start_soon(self._expire_delivers, link)
         if self.options.active_test > 0:
             nursery.start_soon(self._keep_alive, link)
 
@@ -611,9 +615,25 @@ class Ismg(IsmgControl):
         self.stats_counters["submit"] += 1
         result = self._submit_result(link, pdu, sp)
         msg_id = self._allocate_ids(len(pdu.dest_terminal_ids)) if result == 0 else 0
+        self.stats_counters[f"submit_result_{result}"] += 1
+        if not self._quiet:
+            self._record_submit(link, sp, pdu, result, msg_id)
+        if result is None:
+            link.unanswered_submits += 1
+            return
+        if result == 0 and self._latency > 0:
+            link.unanswered_submits += 1
+            nursery.start_soon(self._answer_later, link, pdu, msg_id, self._latency)
+            return
+        self._answer(link, pdu, msg_id, result)
+
+    def _record_submit(
+        self, link: _Link, sp: _Sp, pdu: Submit, result: int | None, msg_id: int
+    ) -> None:
+        """The "submit" event, and the "message" event once a message is whole."""
         concat, payload = split_udh(pdu.msg_content) if pdu.tp_udhi else (None, pdu.msg_content)
         text = decode_content(pdu.msg_fmt, payload)
-        self.stats_counters[f"submit_result_{result}"] += 1
+        accepted = result == codec.RESULT_OK
         self.emit(
             "submit",
             session=link.number,
@@ -621,9 +641,9 @@ class Ismg(IsmgControl):
             seq=pdu.sequence_number,
             version=link.conn.version.label,
             result=result,
-            msg_id=format_msg_id(msg_id) if result == 0 else None,
+            msg_id=format_msg_id(msg_id) if accepted else None,
             msg_ids=[format_msg_id(msg_id + i) for i in range(len(pdu.dest_terminal_ids))]
-            if result == 0
+            if accepted
             else [],
             dests=list(pdu.dest_terminal_ids),
             pk_total=pdu.pk_total,
@@ -643,23 +663,15 @@ class Ismg(IsmgControl):
             text=text,
             concat=attrs.astuple(concat) if concat else None,
         )
-        if result == 0:
+        if accepted:
             self._collect_parts(sp, pdu, concat, text)
-        if result is None:
-            link.unanswered_submits += 1
-            return
-        if result == 0 and self._latency > 0:
-            link.unanswered_submits += 1
-            nursery.start_soon(self._answer_later, link, pdu, msg_id, self._latency)
-            return
-        self._answer(link, pdu, msg_id, result)
 
-    def _allocate_ids(self, count: int) -> int:
+    def _allocate_ids(self, count: int, now: datetime.datetime | None = None) -> int:
         """The first of ``count`` consecutive Msg_Ids (the range never wraps the 16-bit
         sequence into the gateway code)."""
         if self._msg_sequence + count > 0x10000:
             self._msg_sequence = 0
-        now = datetime.datetime.now()
+        now = now or datetime.datetime.now()
         first = make_msg_id(
             now.month,
             now.day,
@@ -684,18 +696,19 @@ class Ismg(IsmgControl):
         sp = link.sp
         assert sp is not None
         submitted = datetime.datetime.now()
+        stamp = _report_time(submitted)
         for index, dest in enumerate(pdu.dest_terminal_ids):
             stat = _take(self._stats_overrides) or self._report_stat
             report = StatusReport(
                 msg_id=msg_id + index,
                 stat=stat,
-                submit_time=_report_time(submitted),
-                done_time=_report_time(submitted),
+                submit_time=stamp,
+                done_time=stamp,
                 dest_terminal_id=dest,
                 smsc_sequence=next(self._smsc_sequence) & 0xFFFFFFFF,
             )
             deliver = Deliver(
-                msg_id=self._allocate_ids(1),
+                msg_id=self._allocate_ids(1, submitted),
                 dest_id=pdu.src_id,
                 service_id=pdu.service_id,
                 src_terminal_id=dest,
@@ -722,8 +735,8 @@ class Ismg(IsmgControl):
 
     def _queue(self, sp: _Sp, delivery: _Delivery) -> None:
         sp.pending.append(delivery)
-        sp.wake()
         self.emit("queued", kind=delivery.kind, sp_id=sp.sp_id, live_links=len(sp.links))
+        self._drain(sp)
 
     def _queue_later(self, sp: _Sp, delivery: _Delivery, delay: float) -> None:
         if delay <= 0:
@@ -737,67 +750,77 @@ class Ismg(IsmgControl):
 
         self._nursery.start_soon(later)
 
-    async def _pump(self, link: _Link, sp: _Sp) -> None:
-        """Send this SP's waiting DELIVERs on this link while it has room."""
-        async with trio.open_nursery() as timers:
-            while True:
-                while (
-                    sp.pending
-                    and len(link.delivers) < self.options.deliver_window
-                    and not link.closing
-                ):
-                    self._send_deliver(link, sp.pending.popleft(), timers)
-                await sp.changed.wait()
+    def _drain(self, sp: _Sp) -> None:
+        """Send this SP's waiting DELIVERs on its links while they have room; called
+        whenever a DELIVER is queued, answered or taken back, or a link logs in."""
+        window = self.options.deliver_window
+        for link in sp.links:
+            while sp.pending and len(link.delivers) < window and not link.closing:
+                self._send_deliver(link, sp.pending.popleft())
+            if not sp.pending:
+                return
 
-    def _send_deliver(self, link: _Link, delivery: _Delivery, timers: trio.Nursery) -> None:
+    def _send_deliver(self, link: _Link, delivery: _Delivery) -> None:
         delivery.attempt += 1
-        numbered, data = link.conn.send_request(delivery.pdu)
-        delivery.pdu = numbered
-        seq = numbered.sequence_number
+        pdu = delivery.pdu
+        seq, data = link.conn.number_request(link.conn.send(pdu))
         link.delivers[seq] = delivery
         link.out.append(data)
         link.wake.set()
         self.stats_counters[f"deliver_{delivery.kind}"] += 1
-        report = numbered.report
-        self.emit(
-            "deliver",
-            kind=delivery.kind,
-            session=link.number,
-            seq=seq,
-            attempt=delivery.attempt,
-            msg_id=format_msg_id(numbered.msg_id),
-            report_msg_id=format_msg_id(report.msg_id) if report else None,
-            stat=report.stat if report else None,
-            source=numbered.src_terminal_id,
-        )
+        if not self._quiet:
+            report = pdu.report
+            self.emit(
+                "deliver",
+                kind=delivery.kind,
+                session=link.number,
+                seq=seq,
+                attempt=delivery.attempt,
+                msg_id=format_msg_id(pdu.msg_id),
+                report_msg_id=format_msg_id(report.msg_id) if report else None,
+                stat=report.stat if report else None,
+                source=pdu.src_terminal_id,
+            )
         if self.options.deliver_timeout > 0:
-            timers.start_soon(self._expire_deliver, link, seq, delivery)
+            deadline = trio.current_time() + self.options.deliver_timeout
+            link.expiries.append((deadline, seq, delivery))
+            link.expiry_wake.set()
 
-    async def _expire_deliver(self, link: _Link, seq: int, delivery: _Delivery) -> None:
-        await trio.sleep(self.options.deliver_timeout)
-        if link.delivers.get(seq) is delivery and link.sp is not None:
-            del link.delivers[seq]
-            self.stats_counters["deliver_timeout"] += 1
-            self.emit("deliver_timeout", kind=delivery.kind, session=link.number, seq=seq)
-            self._queue(link.sp, delivery)
+    async def _expire_delivers(self, link: _Link) -> None:
+        """Send again, on any link, each DELIVER unanswered for ``deliver_timeout``. The
+        deadlines come in sending order: one timer at a time, for the oldest."""
+        expiries = link.expiries
+        while True:
+            if not expiries:
+                link.expiry_wake = trio.Event()
+                await link.expiry_wake.wait()
+                continue
+            deadline, seq, delivery = expiries[0]
+            if link.delivers.get(seq) is delivery:
+                await trio.sleep_until(deadline)
+            expiries.popleft()
+            if link.delivers.get(seq) is delivery and link.sp is not None:
+                del link.delivers[seq]
+                self.stats_counters["deliver_timeout"] += 1
+                self.emit("deliver_timeout", kind=delivery.kind, session=link.number, seq=seq)
+                self._queue(link.sp, delivery)
 
     def _deliver_resp(self, link: _Link, pdu: codec.DeliverResp) -> None:
         sp = link.sp
         assert sp is not None
         delivery = link.delivers.pop(pdu.sequence_number, None)
-        sp.wake()  # room on this link
-        self.emit(
-            "deliver_resp",
-            kind=delivery.kind if delivery else None,
-            session=link.number,
-            seq=pdu.sequence_number,
-            result=pdu.result,
-            msg_id=format_msg_id(pdu.msg_id),
-        )
+        if not self._quiet:
+            self.emit(
+                "deliver_resp",
+                kind=delivery.kind if delivery else None,
+                session=link.number,
+                seq=pdu.sequence_number,
+                result=pdu.result,
+                msg_id=format_msg_id(pdu.msg_id),
+            )
         if delivery is None:
             self.stats_counters["deliver_resp_unexpected"] += 1
-            return
-        if pdu.result == 0:
+        elif pdu.result == 0:
             self.stats_counters["deliver_ok"] += 1
         elif delivery.attempt < self.options.max_deliver_attempts:
             self.stats_counters["deliver_failed"] += 1
@@ -805,6 +828,7 @@ class Ismg(IsmgControl):
         else:
             self.stats_counters["deliver_abandoned"] += 1
             self.emit("deliver_abandoned", kind=delivery.kind, attempt=delivery.attempt)
+        self._drain(sp)  # room on this link
 
     # -- commands ---------------------------------------------------------------------------
 

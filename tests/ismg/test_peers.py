@@ -28,6 +28,7 @@ TIMEOUT = 5.0
 async def ismg() -> AsyncIterator[Ismg]:
     async with running_ismg() as running:
         yield running
+        assert running.count("crash") == 0, running.events_of("crash")
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:

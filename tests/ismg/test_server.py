@@ -25,6 +25,7 @@ BOTH = pytest.mark.parametrize("version", [V20, V30], ids=["2.0", "3.0"])
 async def ismg() -> AsyncIterator[Ismg]:
     async with running_ismg() as running:
         yield running
+        assert running.count("crash") == 0, running.events_of("crash")
 
 
 async def logged_in(ismg: Ismg, version: CmppVersion = V30) -> SpClient:
@@ -528,3 +529,25 @@ async def test_blast_measures_the_simulators_capacity(ismg: Ismg) -> None:
     result = await blast(ismg.port, count=300, window=16, registered_delivery=1)
     assert (result.submits, result.ok, result.failed) == (300, 300, 0)
     assert result.per_second > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_garbage_costs_the_sender_its_link_and_nothing_else(ismg: Ismg, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    client = await logged_in(ismg)
+    valid = codec.encode_pdu(codec.Submit(msg_src="901234", dest_terminal_ids=("1",)), V30)
+    for _ in range(20):
+        noise = bytearray(valid)
+        for _ in range(rng.randint(1, 4)):
+            noise[rng.randrange(len(noise))] = rng.randrange(256)
+        try:
+            await client.send_bytes(bytes(noise) + rng.randbytes(rng.randint(0, 8)))
+        except trio.BrokenResourceError:
+            break  # the simulator gave up on this link, as it may
+    await client.aclose()
+    await ismg.next_event("disconnect")
+    survivor = await logged_in(ismg)
+    assert (await survivor.submit()).result == 0
+    await survivor.aclose()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import ClassVar, Final, Literal, Self, TypeVar, overload
+from typing import Any, ClassVar, Final, Literal, Self, TypeVar, overload
 
 import attrs
 
@@ -254,8 +254,33 @@ class _BodyError(Exception):
 # Wire primitives
 
 
+def _uint(value: int, size: int, field: str) -> int:
+    """``value``, checked to fit an unsigned integer of ``size`` octets."""
+    if not 0 <= value < 1 << (8 * size):
+        raise ValueError(f"{field}={value} does not fit in {size} octet(s)")
+    return value
+
+
+def _octet_string(value: str, width: int, field: str) -> bytes:
+    """``value`` as Latin-1, checked to fit ``width`` octets (unpadded: struct pads)."""
+    try:
+        encoded = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}={value!r} has characters outside Latin-1") from None
+    if b"\x00" in encoded:
+        raise ValueError(f"{field}={value!r} contains a NUL")
+    if len(encoded) > width:
+        raise ValueError(f"{field}={value!r} is longer than {width} octets")
+    return encoded
+
+
+def _text(raw: bytes) -> str:
+    """A fixed-width octet string read: up to its first NUL (padding), as Latin-1."""
+    return raw.partition(b"\x00")[0].decode("latin-1")
+
+
 class _Reader:
-    """Reads the fixed-width fields of one PDU body."""
+    """Reads the fields of one PDU body."""
 
     __slots__ = ("_data", "_pos")
 
@@ -267,15 +292,26 @@ class _Reader:
     def remaining(self) -> int:
         return len(self._data) - self._pos
 
+    def _short(self, length: int, field: str) -> _BodyError:
+        return _BodyError(
+            f"body ends inside {field} ({length} octets wanted, {self.remaining} left)",
+            RESULT_BAD_LENGTH,
+        )
+
     def octets(self, length: int, field: str) -> bytes:
         if length > self.remaining:
-            raise _BodyError(
-                f"body ends inside {field} ({length} octets wanted, {self.remaining} left)",
-                RESULT_BAD_LENGTH,
-            )
+            raise self._short(length, field)
         value = self._data[self._pos : self._pos + length]
         self._pos += length
         return value
+
+    def unpack(self, layout: struct.Struct, field: str) -> tuple[Any, ...]:
+        """Several fixed-width fields at once."""
+        if layout.size > self.remaining:
+            raise self._short(layout.size, field)
+        values = layout.unpack_from(self._data, self._pos)
+        self._pos += layout.size
+        return values
 
     def uint(self, size: int, field: str) -> int:
         return int.from_bytes(self.octets(size, field), "big")
@@ -290,8 +326,7 @@ class _Reader:
         return self.uint(8, field)
 
     def text(self, width: int, field: str) -> str:
-        """A fixed-width octet string: up to its first NUL (padding), as Latin-1."""
-        return self.octets(width, field).split(b"\x00", 1)[0].decode("latin-1")
+        return _text(self.octets(width, field))
 
     def end(self) -> None:
         if self.remaining:
@@ -307,9 +342,7 @@ class _Writer:
         self._parts: list[bytes] = []
 
     def uint(self, value: int, size: int, field: str) -> None:
-        if not 0 <= value < 1 << (8 * size):
-            raise ValueError(f"{field}={value} does not fit in {size} octet(s)")
-        self._parts.append(value.to_bytes(size, "big"))
+        self._parts.append(_uint(value, size, field).to_bytes(size, "big"))
 
     def u8(self, value: int, field: str) -> None:
         self.uint(value, 1, field)
@@ -321,21 +354,28 @@ class _Writer:
         self.uint(value, 8, field)
 
     def text(self, value: str, width: int, field: str) -> None:
-        try:
-            encoded = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(f"{field}={value!r} has characters outside Latin-1") from None
-        if b"\x00" in encoded:
-            raise ValueError(f"{field}={value!r} contains a NUL")
-        if len(encoded) > width:
-            raise ValueError(f"{field}={value!r} is longer than {width} octets")
-        self._parts.append(encoded.ljust(width, b"\x00"))
+        self._parts.append(_octet_string(value, width, field).ljust(width, b"\x00"))
 
     def octets(self, value: bytes) -> None:
         self._parts.append(value)
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
+
+
+# The fixed-width runs of SUBMIT (Msg_Id .. DestUsr_tl), DELIVER (Msg_Id .. Msg_Length) and
+# the status report, per version: read and written in one struct call each.
+_V20, _V30 = CmppVersion.V20, CmppVersion.V30
+_SUBMIT_HEAD: Final = {
+    _V20: struct.Struct(">QBBBB10sB21sBBB6s2s6s17s17s21sB"),
+    _V30: struct.Struct(">QBBBB10sB32sBBBB6s2s6s17s17s21sB"),
+}
+_DELIVER_HEAD: Final = {
+    _V20: struct.Struct(">Q21s10sBBB21sBB"),
+    _V30: struct.Struct(">Q21s10sBBB32sBBB"),
+}
+_MSG_ID_RESULT: Final = {9: struct.Struct(">QB"), 12: struct.Struct(">QI")}  # by body size
+_REPORT: Final = {_V20: struct.Struct(">Q7s10s10s21sI"), _V30: struct.Struct(">Q7s10s10s32sI")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -487,14 +527,13 @@ class _MsgIdResult(Pdu):
 
     @classmethod
     def _decode_body(cls, reader: _Reader, sequence_number: int, version: CmppVersion) -> Self:
-        size = reader.remaining
-        if size not in (9, 12):
-            raise _BodyError(f"body is {size} octets, not 9 (2.0) or 12 (3.0)", RESULT_BAD_LENGTH)
-        return cls(
-            sequence_number=sequence_number,
-            msg_id=reader.u64("Msg_Id"),
-            result=reader.uint(size - 8, "Result"),
-        )
+        layout = _MSG_ID_RESULT.get(reader.remaining)
+        if layout is None:
+            raise _BodyError(
+                f"body is {reader.remaining} octets, not 9 (2.0) or 12 (3.0)", RESULT_BAD_LENGTH
+            )
+        msg_id, result = reader.unpack(layout, "Msg_Id and Result")
+        return cls(sequence_number=sequence_number, msg_id=msg_id, result=result)
 
 
 @attrs.frozen(kw_only=True)
@@ -560,29 +599,35 @@ class Submit(Pdu):
                 f"Msg_Content is {len(self.msg_content)} octets, more than {limit} "
                 f"for Msg_Fmt {self.msg_fmt}"
             )
-        writer.u64(self.msg_id, "Msg_Id")
-        writer.u8(self.pk_total, "Pk_total")
-        writer.u8(self.pk_number, "Pk_number")
-        writer.u8(self.registered_delivery, "Registered_Delivery")
-        writer.u8(self.msg_level, "Msg_level")
-        writer.text(self.service_id, 10, "Service_Id")
-        writer.u8(self.fee_user_type, "Fee_UserType")
-        writer.text(self.fee_terminal_id, terminal, "Fee_terminal_Id")
-        if version is CmppVersion.V30:
-            writer.u8(self.fee_terminal_type, "Fee_terminal_type")
-        writer.u8(self.tp_pid, "TP_pId")
-        writer.u8(self.tp_udhi, "TP_udhi")
-        writer.u8(self.msg_fmt, "Msg_Fmt")
-        writer.text(self.msg_src, 6, "Msg_src")
-        writer.text(self.fee_type, 2, "FeeType")
-        writer.text(self.fee_code, 6, "FeeCode")
-        writer.text(self.valid_time, 17, "ValId_Time")
-        writer.text(self.at_time, 17, "At_Time")
-        writer.text(self.src_id, 21, "Src_Id")
-        writer.u8(len(self.dest_terminal_ids), "DestUsr_tl")
+        v3 = version is CmppVersion.V30
+        head: list[Any] = [
+            _uint(self.msg_id, 8, "Msg_Id"),
+            _uint(self.pk_total, 1, "Pk_total"),
+            _uint(self.pk_number, 1, "Pk_number"),
+            _uint(self.registered_delivery, 1, "Registered_Delivery"),
+            _uint(self.msg_level, 1, "Msg_level"),
+            _octet_string(self.service_id, 10, "Service_Id"),
+            _uint(self.fee_user_type, 1, "Fee_UserType"),
+            _octet_string(self.fee_terminal_id, terminal, "Fee_terminal_Id"),
+        ]
+        if v3:
+            head.append(_uint(self.fee_terminal_type, 1, "Fee_terminal_type"))
+        head += [
+            _uint(self.tp_pid, 1, "TP_pId"),
+            _uint(self.tp_udhi, 1, "TP_udhi"),
+            _uint(self.msg_fmt, 1, "Msg_Fmt"),
+            _octet_string(self.msg_src, 6, "Msg_src"),
+            _octet_string(self.fee_type, 2, "FeeType"),
+            _octet_string(self.fee_code, 6, "FeeCode"),
+            _octet_string(self.valid_time, 17, "ValId_Time"),
+            _octet_string(self.at_time, 17, "At_Time"),
+            _octet_string(self.src_id, 21, "Src_Id"),
+            len(self.dest_terminal_ids),
+        ]
+        writer.octets(_SUBMIT_HEAD[version].pack(*head))
         for dest in self.dest_terminal_ids:
             writer.text(dest, terminal, "Dest_terminal_Id")
-        if version is CmppVersion.V30:
+        if v3:
             writer.u8(self.dest_terminal_type, "Dest_terminal_type")
         writer.u8(len(self.msg_content), "Msg_Length")
         writer.octets(self.msg_content)
@@ -591,28 +636,18 @@ class Submit(Pdu):
     @classmethod
     def _decode_body(cls, reader: _Reader, sequence_number: int, version: CmppVersion) -> Self:
         terminal = version.terminal_id_length
-        v3 = version is CmppVersion.V30
-        msg_id = reader.u64("Msg_Id")
-        pk_total = reader.u8("Pk_total")
-        pk_number = reader.u8("Pk_number")
-        registered_delivery = reader.u8("Registered_Delivery")
-        msg_level = reader.u8("Msg_level")
-        service_id = reader.text(10, "Service_Id")
-        fee_user_type = reader.u8("Fee_UserType")
-        fee_terminal_id = reader.text(terminal, "Fee_terminal_Id")
-        fee_terminal_type = reader.u8("Fee_terminal_type") if v3 else 0
-        tp_pid = reader.u8("TP_pId")
-        tp_udhi = reader.u8("TP_udhi")
-        msg_fmt = reader.u8("Msg_Fmt")
-        msg_src = reader.text(6, "Msg_src")
-        fee_type = reader.text(2, "FeeType")
-        fee_code = reader.text(6, "FeeCode")
-        valid_time = reader.text(17, "ValId_Time")
-        at_time = reader.text(17, "At_Time")
-        src_id = reader.text(21, "Src_Id")
-        count = reader.u8("DestUsr_tl")
+        head = reader.unpack(_SUBMIT_HEAD[version], "the fixed fields")
+        if version is CmppVersion.V30:
+            (msg_id, pk_total, pk_number, registered, level, service_id, fee_user_type,
+             fee_terminal_id, fee_terminal_type, tp_pid, tp_udhi, msg_fmt, msg_src, fee_type,
+             fee_code, valid_time, at_time, src_id, count) = head  # fmt: skip
+        else:
+            (msg_id, pk_total, pk_number, registered, level, service_id, fee_user_type,
+             fee_terminal_id, tp_pid, tp_udhi, msg_fmt, msg_src, fee_type, fee_code,
+             valid_time, at_time, src_id, count) = head  # fmt: skip
+            fee_terminal_type = 0
         dests = tuple(reader.text(terminal, "Dest_terminal_Id") for _ in range(count))
-        dest_terminal_type = reader.u8("Dest_terminal_type") if v3 else 0
+        dest_terminal_type = reader.u8("Dest_terminal_type") if version is CmppVersion.V30 else 0
         msg_content = reader.octets(reader.u8("Msg_Length"), "Msg_Content")
         link_id = reader.text(version.reserve_length, "LinkID/Reserve")
         reader.end()
@@ -621,21 +656,21 @@ class Submit(Pdu):
             msg_id=msg_id,
             pk_total=pk_total,
             pk_number=pk_number,
-            registered_delivery=registered_delivery,
-            msg_level=msg_level,
-            service_id=service_id,
+            registered_delivery=registered,
+            msg_level=level,
+            service_id=_text(service_id),
             fee_user_type=fee_user_type,
-            fee_terminal_id=fee_terminal_id,
+            fee_terminal_id=_text(fee_terminal_id),
             fee_terminal_type=fee_terminal_type,
             tp_pid=tp_pid,
             tp_udhi=tp_udhi,
             msg_fmt=msg_fmt,
-            msg_src=msg_src,
-            fee_type=fee_type,
-            fee_code=fee_code,
-            valid_time=valid_time,
-            at_time=at_time,
-            src_id=src_id,
+            msg_src=_text(msg_src),
+            fee_type=_text(fee_type),
+            fee_code=_text(fee_code),
+            valid_time=_text(valid_time),
+            at_time=_text(at_time),
+            src_id=_text(src_id),
             dest_terminal_ids=dests,
             dest_terminal_type=dest_terminal_type,
             msg_content=msg_content,
@@ -661,33 +696,30 @@ class StatusReport:
         return self.stat == "DELIVRD"
 
     def encode(self, version: CmppVersion) -> bytes:
-        writer = _Writer()
-        writer.u64(self.msg_id, "Msg_Id")
-        writer.text(self.stat, 7, "Stat")
-        writer.text(self.submit_time, 10, "Submit_time")
-        writer.text(self.done_time, 10, "Done_time")
-        writer.text(self.dest_terminal_id, version.terminal_id_length, "Dest_terminal_Id")
-        writer.u32(self.smsc_sequence, "SMSC_sequence")
-        return writer.getvalue()
+        return _REPORT[version].pack(
+            _uint(self.msg_id, 8, "Msg_Id"),
+            _octet_string(self.stat, 7, "Stat"),
+            _octet_string(self.submit_time, 10, "Submit_time"),
+            _octet_string(self.done_time, 10, "Done_time"),
+            _octet_string(self.dest_terminal_id, version.terminal_id_length, "Dest_terminal_Id"),
+            _uint(self.smsc_sequence, 4, "SMSC_sequence"),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> StatusReport:
         """Reads either size; raises ValueError for any other."""
-        if len(data) == CmppVersion.V20.report_length:
-            terminal = CmppVersion.V20.terminal_id_length
-        elif len(data) == CmppVersion.V30.report_length:
-            terminal = CmppVersion.V30.terminal_id_length
-        else:
-            raise ValueError(f"a status report is 60 or 71 octets, not {len(data)}")
-        reader = _Reader(data)
-        return cls(
-            msg_id=reader.u64("Msg_Id"),
-            stat=reader.text(7, "Stat"),
-            submit_time=reader.text(10, "Submit_time"),
-            done_time=reader.text(10, "Done_time"),
-            dest_terminal_id=reader.text(terminal, "Dest_terminal_Id"),
-            smsc_sequence=reader.u32("SMSC_sequence"),
-        )
+        for layout in _REPORT.values():
+            if len(data) == layout.size:
+                msg_id, stat, submitted, done, dest, sequence = layout.unpack(data)
+                return cls(
+                    msg_id=msg_id,
+                    stat=_text(stat),
+                    submit_time=_text(submitted),
+                    done_time=_text(done),
+                    dest_terminal_id=_text(dest),
+                    smsc_sequence=sequence,
+                )
+        raise ValueError(f"a status report is 60 or 71 octets, not {len(data)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -725,36 +757,37 @@ class Deliver(Pdu):
             raise ValueError("Registered_Delivery 1 without a report")
         else:
             content = self.msg_content
-        writer.u64(self.msg_id, "Msg_Id")
-        writer.text(self.dest_id, 21, "Dest_Id")
-        writer.text(self.service_id, 10, "Service_Id")
-        writer.u8(self.tp_pid, "TP_pid")
-        writer.u8(self.tp_udhi, "TP_udhi")
-        writer.u8(self.msg_fmt, "Msg_Fmt")
-        writer.text(self.src_terminal_id, version.terminal_id_length, "Src_terminal_Id")
+        head: list[Any] = [
+            _uint(self.msg_id, 8, "Msg_Id"),
+            _octet_string(self.dest_id, 21, "Dest_Id"),
+            _octet_string(self.service_id, 10, "Service_Id"),
+            _uint(self.tp_pid, 1, "TP_pid"),
+            _uint(self.tp_udhi, 1, "TP_udhi"),
+            _uint(self.msg_fmt, 1, "Msg_Fmt"),
+            _octet_string(self.src_terminal_id, version.terminal_id_length, "Src_terminal_Id"),
+        ]
         if version is CmppVersion.V30:
-            writer.u8(self.src_terminal_type, "Src_terminal_type")
-        writer.u8(self.registered_delivery, "Registered_Delivery")
-        writer.u8(len(content), "Msg_Length")
+            head.append(_uint(self.src_terminal_type, 1, "Src_terminal_type"))
+        head += [_uint(self.registered_delivery, 1, "Registered_Delivery"), len(content)]
+        writer.octets(_DELIVER_HEAD[version].pack(*head))
         writer.octets(content)
         writer.text(self.link_id, version.reserve_length, "LinkID/Reserve")
 
     @classmethod
     def _decode_body(cls, reader: _Reader, sequence_number: int, version: CmppVersion) -> Self:
-        msg_id = reader.u64("Msg_Id")
-        dest_id = reader.text(21, "Dest_Id")
-        service_id = reader.text(10, "Service_Id")
-        tp_pid = reader.u8("TP_pid")
-        tp_udhi = reader.u8("TP_udhi")
-        msg_fmt = reader.u8("Msg_Fmt")
-        src_terminal_id = reader.text(version.terminal_id_length, "Src_terminal_Id")
-        src_terminal_type = reader.u8("Src_terminal_type") if version is CmppVersion.V30 else 0
-        registered_delivery = reader.u8("Registered_Delivery")
-        msg_content = reader.octets(reader.u8("Msg_Length"), "Msg_Content")
+        head = reader.unpack(_DELIVER_HEAD[version], "the fixed fields")
+        if version is CmppVersion.V30:
+            (msg_id, dest_id, service_id, tp_pid, tp_udhi, msg_fmt, src_terminal_id,
+             src_terminal_type, registered, length) = head  # fmt: skip
+        else:
+            (msg_id, dest_id, service_id, tp_pid, tp_udhi, msg_fmt, src_terminal_id,
+             registered, length) = head  # fmt: skip
+            src_terminal_type = 0
+        msg_content = reader.octets(length, "Msg_Content")
         link_id = reader.text(version.reserve_length, "LinkID/Reserve")
         reader.end()
         report = None
-        if registered_delivery == 1:
+        if registered == 1:
             try:
                 report = StatusReport.decode(msg_content)
             except ValueError as exc:
@@ -763,14 +796,14 @@ class Deliver(Pdu):
         return cls(
             sequence_number=sequence_number,
             msg_id=msg_id,
-            dest_id=dest_id,
-            service_id=service_id,
+            dest_id=_text(dest_id),
+            service_id=_text(service_id),
             tp_pid=tp_pid,
             tp_udhi=tp_udhi,
             msg_fmt=msg_fmt,
-            src_terminal_id=src_terminal_id,
+            src_terminal_id=_text(src_terminal_id),
             src_terminal_type=src_terminal_type,
-            registered_delivery=registered_delivery,
+            registered_delivery=registered,
             msg_content=msg_content,
             report=report,
             link_id=link_id,

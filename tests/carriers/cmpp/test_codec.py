@@ -561,3 +561,93 @@ def test_fuzz_mutated_valid_pdus(pdu: Pdu, version: CmppVersion, index: int, val
     data = bytearray(encode_pdu(pdu, version))
     data[index % len(data)] = value
     _feed_everything(CmppConnection(version), bytes(data), [])
+
+
+# --- generated PDUs round-trip -------------------------------------------------------------
+
+
+def octet_strings(width: int) -> st.SearchStrategy[str]:
+    return st.text(st.characters(min_codepoint=1, max_codepoint=255), max_size=width)
+
+
+u8 = st.integers(min_value=0, max_value=255)
+u64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
+
+
+@st.composite
+def submits(draw: st.DrawFn, version: CmppVersion) -> codec.Submit:
+    terminal = version.terminal_id_length
+    v3 = version is V30
+    msg_fmt = draw(u8)
+    return codec.Submit(
+        sequence_number=draw(st.integers(min_value=0, max_value=0xFFFFFFFF)),
+        msg_id=draw(u64),
+        pk_total=draw(u8),
+        pk_number=draw(u8),
+        registered_delivery=draw(u8),
+        msg_level=draw(u8),
+        service_id=draw(octet_strings(10)),
+        fee_user_type=draw(u8),
+        fee_terminal_id=draw(octet_strings(terminal)),
+        fee_terminal_type=draw(u8) if v3 else 0,
+        tp_pid=draw(u8),
+        tp_udhi=draw(u8),
+        msg_fmt=msg_fmt,
+        msg_src=draw(octet_strings(6)),
+        fee_type=draw(octet_strings(2)),
+        fee_code=draw(octet_strings(6)),
+        valid_time=draw(octet_strings(17)),
+        at_time=draw(octet_strings(17)),
+        src_id=draw(octet_strings(21)),
+        dest_terminal_ids=tuple(draw(st.lists(octet_strings(terminal), min_size=1, max_size=5))),
+        dest_terminal_type=draw(u8) if v3 else 0,
+        msg_content=draw(st.binary(max_size=codec._content_limit(msg_fmt))),
+        link_id=draw(octet_strings(version.reserve_length)),
+    )
+
+
+@st.composite
+def delivers(draw: st.DrawFn, version: CmppVersion) -> codec.Deliver:
+    terminal = version.terminal_id_length
+    report = draw(
+        st.none()
+        | st.builds(
+            StatusReport,
+            msg_id=u64,
+            stat=octet_strings(7),
+            submit_time=octet_strings(10),
+            done_time=octet_strings(10),
+            dest_terminal_id=octet_strings(terminal),
+            smsc_sequence=st.integers(min_value=0, max_value=0xFFFFFFFF),
+        )
+    )
+    return codec.Deliver(
+        sequence_number=draw(st.integers(min_value=0, max_value=0xFFFFFFFF)),
+        msg_id=draw(u64),
+        dest_id=draw(octet_strings(21)),
+        service_id=draw(octet_strings(10)),
+        tp_pid=draw(u8),
+        tp_udhi=draw(u8),
+        msg_fmt=draw(u8),
+        src_terminal_id=draw(octet_strings(terminal)),
+        src_terminal_type=draw(u8) if version is V30 else 0,
+        registered_delivery=1 if report else draw(st.sampled_from([0, 2, 255])),
+        msg_content=b"" if report else draw(st.binary(max_size=255)),
+        report=report,
+        link_id=draw(octet_strings(version.reserve_length)),
+    )
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from([V20, V30]).flatmap(
+        lambda version: st.tuples(st.just(version), submits(version) | delivers(version))
+    )
+)
+def test_generated_pdus_round_trip(case: tuple[CmppVersion, Pdu]) -> None:
+    version, pdu = case
+    data = encode_pdu(pdu, version)
+    assert decode_pdu(data, version) == pdu
+    conn = CmppConnection(version)
+    conn.receive_data(data)
+    assert drain(conn) == [pdu]
