@@ -9,6 +9,7 @@ the scheme and the bad part, and never repeat the URL: it may hold a password.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -17,6 +18,9 @@ import attrs
 
 __all__ = [
     "CarrierUrl",
+    "check_non_negative",
+    "check_positive",
+    "check_range",
     "parameter_error",
     "parse_carrier_url",
     "parse_choice",
@@ -111,3 +115,20 @@ def parse_choice(scheme: str, name: str, raw: str, choices: type[EnumT]) -> Enum
             return choice
     known = " | ".join(str(choice.value) for choice in choices)
     raise parameter_error(scheme, name, f"must be one of {known}, got {raw!r}")
+
+
+def check_range(scheme: str, name: str, value: float, low: float, high: float) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise parameter_error(scheme, name, f"must be between {low:g} and {high:g}, got {value!r}")
+
+
+def check_positive(scheme: str, name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise parameter_error(
+            scheme, name, f"must be a finite number of seconds > 0, got {value!r}"
+        )
+
+
+def check_non_negative(scheme: str, name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise parameter_error(scheme, name, f"must be a finite number >= 0, got {value!r}")

@@ -67,3 +67,45 @@ def stored_rows(workdir: Path) -> dict[str, tuple[str, int, str | None]]:
     with sqlite3.connect(uri, uri=True) as db:
         rows = db.execute("select msgid, state, attempts, stat from messages").fetchall()
     return {msgid: (state, attempts, stat) for msgid, state, attempts, stat in rows}
+
+
+def check_after_drop(
+    messages: list[Sms],
+    submits: Counter[str],
+    receipts: list[Item],
+    *,
+    workdir: Path,
+    sent_after: int,
+) -> None:
+    """After a link was dropped mid-load: every message got exactly one final A002; a code
+    (msgtype 2) reached the operator at most once and failed UNKNOWN when in doubt; at least
+    one code was caught in doubt and one notification sent again; the store agrees.
+    `submits` counts what reached the operator per msgid."""
+    by_msgid = {sms.msgid: sms for sms in messages}
+    assert set(submits) <= set(by_msgid)
+    expected: dict[tuple[str, str], tuple[str, str]] = {}
+    unknown = 0
+    resent = 0
+    for item in receipts:
+        sms = by_msgid[item["msgid"]]
+        if sms.msgtype == 1:
+            expected[sms.key] = ("1", "DELIVRD")
+            resent += submits[sms.msgid] > 1
+        else:
+            # A code is submitted at most once: in doubt after the drop, it fails UNKNOWN.
+            assert submits[sms.msgid] <= 1, (sms.msgid, submits[sms.msgid])
+            if item["stat"] == "UNKNOWN":
+                expected[sms.key] = ("2", "UNKNOWN")
+                unknown += 1
+            else:
+                expected[sms.key] = ("1", "DELIVRD")
+    assert_receipts(receipts, expected, sent_after_ms=sent_after)
+    assert len(expected) == len(messages)  # every accepted message got its final A002
+    assert unknown >= 1, "the drop caught no verification code in flight"
+    assert resent >= 1, "the drop caught no notification in flight"
+    rows = stored_rows(workdir)
+    assert len(rows) == len(messages)
+    assert {state for state, _, _ in rows.values()} <= {"delivered", "failed"}
+    for msgid, (state, _, stat) in rows.items():
+        if state == "failed":
+            assert (by_msgid[msgid].msgtype, stat) == (2, "UNKNOWN")

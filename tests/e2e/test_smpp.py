@@ -26,7 +26,13 @@ import trio
 from smsgw.client import submit
 from smsgw.protocol.status import Status
 from tests.e2e.delivery_support import now_ms
-from tests.e2e.operator_support import FAST_GATEWAY, Sms, assert_receipts, stored_rows
+from tests.e2e.operator_support import (
+    FAST_GATEWAY,
+    Sms,
+    assert_receipts,
+    check_after_drop,
+    stored_rows,
+)
 from tests.gateway_process import GatewayProcess, base_env, gateway_process, run_cli
 from tests.http_client import http, scrape_until
 from tests.listen_process import Item, ListenProcess, listen_process
@@ -343,7 +349,6 @@ async def test_link_dropped_mid_run_loses_nothing_and_never_resends_codes(
         Sms(f"d{n:03d}", f"8613900{n:06d}", f"Link drop check d{n:03d}", msgtype=1 + n % 2)
         for n in range(count)
     ]
-    by_msgid = {sms.msgid: sms for sms in messages}
     # 20 ms per submit_sm_resp keeps the window full: a drop catches about 10 in flight.
     async with smpp_gateway(tmp_path, smsc_options={"latency": 0.02}) as setup:
         smsc = setup.smsc
@@ -360,33 +365,7 @@ async def test_link_dropped_mid_run_loses_nothing_and_never_resends_codes(
         assert len(binds) >= 2, "the gateway did not bind again after the drop"
         submits = Counter(marker_of(event) for event in smsc.events_of("submit_sm"))
 
-    assert set(submits) <= set(by_msgid)
-    expected: dict[tuple[str, str], tuple[str, str]] = {}
-    unknown = 0
-    resent = 0
-    for item in receipts:
-        sms = by_msgid[item["msgid"]]
-        if sms.msgtype == 1:
-            expected[sms.key] = ("1", "DELIVRD")
-            resent += submits[sms.msgid] > 1
-        else:
-            # A code is submitted at most once: in doubt after the drop, it fails UNKNOWN.
-            assert submits[sms.msgid] <= 1, (sms.msgid, submits[sms.msgid])
-            if item["stat"] == "UNKNOWN":
-                expected[sms.key] = ("2", "UNKNOWN")
-                unknown += 1
-            else:
-                expected[sms.key] = ("1", "DELIVRD")
-    assert_receipts(receipts, expected, sent_after_ms=sent_after)
-    assert len(expected) == count  # every accepted message got its final A002
-    assert unknown >= 1, "the drop caught no verification code in flight"
-    assert resent >= 1, "the drop caught no notification in flight"
-    rows = stored_rows(setup.workdir)
-    assert len(rows) == count
-    assert {state for state, _, _ in rows.values()} <= {"delivered", "failed"}
-    for msgid, (state, _, stat) in rows.items():
-        if state == "failed":
-            assert (by_msgid[msgid].msgtype, stat) == (2, "UNKNOWN")
+    check_after_drop(messages, submits, receipts, workdir=setup.workdir, sent_after=sent_after)
 
 
 # -- several binds --------------------------------------------------------------------------

@@ -38,13 +38,21 @@ ValueError naming the parameter; no message ever repeats the shared secret.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import attrs
 
 from smsgw.carriers.cmpp.codec import CmppVersion
-from smsgw.carriers.url import parameter_error, parse_carrier_url, parse_float, parse_int
+from smsgw.carriers.link.settings import check_link_settings
+from smsgw.carriers.url import (
+    check_non_negative,
+    check_positive,
+    check_range,
+    parameter_error,
+    parse_carrier_url,
+    parse_float,
+    parse_int,
+)
 
 __all__ = ["CMPP_PARAMETERS", "CmppConfig", "parse_cmpp_url"]
 
@@ -86,11 +94,6 @@ def _check_text(name: str, value: str, max_chars: int, *, show: bool = True) -> 
         raise _problem(name, f"must be printable ASCII, got{shown or ' other characters'}")
     if len(value) > max_chars:
         raise _problem(name, f"is longer than {max_chars} characters{shown and ':' + shown}")
-
-
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (math.isfinite(value) and low <= value <= high):
-        raise _problem(name, f"must be between {low:g} and {high:g}, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -141,26 +144,15 @@ class CmppConfig:
         _check_text("fee_terminal_id", self.fee_terminal_id, self.version.terminal_id_length)
         if self.registered_delivery not in (0, 1):
             raise _problem("registered_delivery", f"must be 0 or 1, got {self.registered_delivery}")
-        _check_range("fee_user_type", self.fee_user_type, 0, 3)
+        check_range("cmpp", "fee_user_type", self.fee_user_type, 0, 3)
         if len(self.fee_type) != 2 or not self.fee_type.isdigit():
             raise _problem("fee_type", f"must be two digits (01, 02, 03), got {self.fee_type!r}")
         if not 1 <= len(self.fee_code) <= 6 or not self.fee_code.isdigit():
             raise _problem("fee_code", f"must be up to six digits (fen), got {self.fee_code!r}")
-        _check_range("window", self.window, 1, 1000)
-        _check_range("tps", self.tps, 0, 1e6)
-        _check_range("binds", self.binds, 1, 64)
-        _check_range("active_test", self.active_test, 0, 86400)
-        _check_range("active_test_timeout", self.active_test_timeout, 0.001, 3600)
-        _check_range("active_test_tries", self.active_test_tries, 1, 100)
-        for name in ("response_timeout", "bind_timeout", "reconnect_min", "reconnect_max"):
-            _check_range(name, getattr(self, name), 0.001, 86400)
-        _check_range("bind_wait", self.bind_wait, 0, 86400)
-        _check_range("throttle_pause", self.throttle_pause, 0, 3600)
-        if self.reconnect_min > self.reconnect_max:
-            raise _problem(
-                "reconnect_max",
-                f"must be >= reconnect_min ({self.reconnect_min:g}), got {self.reconnect_max:g}",
-            )
+        check_non_negative("cmpp", "active_test", self.active_test)
+        check_positive("cmpp", "active_test_timeout", self.active_test_timeout)
+        check_range("cmpp", "active_test_tries", self.active_test_tries, 1, 100)
+        check_link_settings("cmpp", self)
 
     @property
     def address(self) -> str:

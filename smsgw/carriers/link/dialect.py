@@ -30,7 +30,6 @@ __all__ = [
     "Frame",
     "FrameCodec",
     "KeepAlive",
-    "LinkSettings",
     "LoginRefused",
     "Malformed",
     "Route",
@@ -114,35 +113,6 @@ class Malformed(Generic[FrameT]):
 
 class LoginRefused(Exception):
     """The operator refused the login (or answered it with something unusable)."""
-
-
-class LinkSettings(Protocol):
-    """The settings every session reads, whatever the dialect (attributes of its config)."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def window(self) -> int: ...
-    @property
-    def tps(self) -> float: ...
-    @property
-    def binds(self) -> int: ...
-    @property
-    def response_timeout(self) -> float: ...
-    @property
-    def bind_timeout(self) -> float: ...
-    @property
-    def bind_wait(self) -> float: ...
-    @property
-    def reconnect_min(self) -> float: ...
-    @property
-    def reconnect_max(self) -> float: ...
-    @property
-    def throttle_pause(self) -> float: ...
 
 
 class Dialect(Protocol[FrameT]):

@@ -53,7 +53,7 @@ from smsgw.carriers.base import (
     SubmitError,
     SubmitErrorKind,
 )
-from smsgw.carriers.link.dialect import Dialect, FrameT, LinkSettings
+from smsgw.carriers.link.dialect import Dialect, FrameT
 from smsgw.carriers.link.link import (
     Connect,
     LinkLost,
@@ -63,6 +63,7 @@ from smsgw.carriers.link.link import (
     open_tcp,
 )
 from smsgw.carriers.link.session import Session
+from smsgw.carriers.link.settings import LinkSettings
 from smsgw.clock import WallClock
 
 __all__ = [

@@ -45,7 +45,6 @@ import trio
 from smsgw.carriers.link.dialect import (
     Dialect,
     FrameT,
-    LinkSettings,
     LoginRefused,
     Route,
     SubmitEffect,
@@ -60,6 +59,7 @@ from smsgw.carriers.link.link import (
     open_tcp,
 )
 from smsgw.carriers.link.pacing import Pacer
+from smsgw.carriers.link.settings import LinkSettings
 from smsgw.sansio import NEED_DATA
 
 __all__ = [

@@ -41,13 +41,14 @@ A bad value raises ValueError naming the parameter; no message ever repeats the 
 from __future__ import annotations
 
 import enum
-import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from smsgw.carriers.link.settings import check_link_settings
 from smsgw.carriers.url import (
+    check_non_negative,
+    check_range,
     parameter_error,
     parse_carrier_url,
     parse_choice,
@@ -131,24 +132,6 @@ def _check_text(name: str, value: str, max_chars: int, *, show: bool = True) -> 
         raise _problem(name, f"is longer than {max_chars} characters{shown and ':' + shown}")
 
 
-def _in_range(low: float, high: float) -> Callable[[str, float], None]:
-    def check(name: str, value: float) -> None:
-        if not (math.isfinite(value) and low <= value <= high):
-            raise _problem(name, f"must be between {low:g} and {high:g}, got {value!r}")
-
-    return check
-
-
-def _positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise _problem(name, f"must be a finite number of seconds > 0, got {value!r}")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise _problem(name, f"must be a finite number >= 0, got {value!r}")
-
-
 def _default_source_ton(source_addr: str) -> int:
     if not source_addr:
         return 0
@@ -200,31 +183,16 @@ class SmppConfig:
         _check_text("source_addr", self.source_addr, 20)
         _check_text("system_type", self.system_type, 12)
         _check_text("service_type", self.service_type, 5)
-        ton = _in_range(0, 6)
-        npi = _in_range(0, 18)
         if self.source_addr_ton is not None:
-            ton("source_addr_ton", self.source_addr_ton)
+            check_range("smpp", "source_addr_ton", self.source_addr_ton, 0, 6)
         if self.source_addr_npi is not None:
-            npi("source_addr_npi", self.source_addr_npi)
-        ton("dest_addr_ton", self.dest_addr_ton)
-        npi("dest_addr_npi", self.dest_addr_npi)
+            check_range("smpp", "source_addr_npi", self.source_addr_npi, 0, 18)
+        check_range("smpp", "dest_addr_ton", self.dest_addr_ton, 0, 6)
+        check_range("smpp", "dest_addr_npi", self.dest_addr_npi, 0, 18)
         if self.registered_delivery not in (0, 1):
             raise _problem("registered_delivery", f"must be 0 or 1, got {self.registered_delivery}")
-        _in_range(1, 1000)("window", self.window)
-        _non_negative("tps", self.tps)
-        _in_range(1, 64)("binds", self.binds)
-        _non_negative("enquire_link", self.enquire_link)
-        _positive("response_timeout", self.response_timeout)
-        _positive("bind_timeout", self.bind_timeout)
-        _non_negative("bind_wait", self.bind_wait)
-        _positive("reconnect_min", self.reconnect_min)
-        _positive("reconnect_max", self.reconnect_max)
-        if self.reconnect_min > self.reconnect_max:
-            raise _problem(
-                "reconnect_max",
-                f"must be >= reconnect_min ({self.reconnect_min:g}), got {self.reconnect_max:g}",
-            )
-        _non_negative("throttle_pause", self.throttle_pause)
+        check_non_negative("smpp", "enquire_link", self.enquire_link)
+        check_link_settings("smpp", self)
 
     @property
     def source_ton(self) -> int:
