@@ -249,6 +249,17 @@ async def test_reports_come_on_any_link(autojump_clock: trio.abc.Clock) -> None:
         assert sorted(r.carrier_msgid for r in reports) == sorted(ids)
 
 
+async def test_a_report_on_another_link_still_matches(autojump_clock: trio.abc.Clock) -> None:
+    async with carrier_with_ismg(binds=2) as (carrier, ismg):
+        ids = [(await carrier.submit(sms(n))).carrier_msgid for n in range(8)]
+        reports = [await carrier.reports().receive() for _ in range(8)]
+        assert sorted(r.carrier_msgid for r in reports) == sorted(ids)
+        submitted_on = {e["msg_id"]: e["session"] for e in ismg.events_of("submit")}
+        delivered_on = {e["report_msg_id"]: e["session"] for e in ismg.events_of("deliver")}
+        assert set(submitted_on.values()) == {1, 2}
+        assert any(delivered_on[msg_id] != submitted_on[msg_id] for msg_id in ids)
+
+
 # -- MOs -------------------------------------------------------------------------------------
 
 
