@@ -424,7 +424,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SMSGW_CARRIER",
         "`sim://?fail=0.05&dlr_delay=1`",
-        "upstream operator URL: `sim://` or `smpp://` (see Carriers)",
+        "upstream operator URL: `sim://`, `smpp://` or `cmpp://` (see Carriers)",
         "carrier_url",
     ),
     Setting(

@@ -92,7 +92,7 @@ class CountsCommits(Protocol):
 
 @runtime_checkable
 class HasBinds(Protocol):
-    """A carrier with network binds (SMPP): `sessions` configured, `bound_sessions` up."""
+    """A carrier with network binds (SMPP, CMPP): `sessions` configured, `bound_sessions` up."""
 
     @property
     def sessions(self) -> Sequence[object]: ...

@@ -28,7 +28,8 @@ __all__ = [
 
 
 def open_carrier(url: str, *, now_ms: Callable[[], int] | None = None) -> Carrier:
-    """Build the carrier a URL names (``sim://?...`` or ``smpp://id:password@host:port?...``).
+    """Build the carrier a URL names (``sim://?...``, ``smpp://id:password@host:port?...``
+    or ``cmpp://SP_ID:SECRET@host:port?src_id=...``).
 
     Raises ValueError with a message naming the bad part; the message never repeats the
     URL itself, which may hold a password. `now_ms` (epoch ms, e.g. `WallClock().now_ms`)
@@ -46,6 +47,11 @@ def open_carrier(url: str, *, now_ms: Callable[[], int] | None = None) -> Carrie
         from smsgw.carriers.smpp.settings import parse_smpp_url
 
         return SmppCarrier(parse_smpp_url(url), now_ms=now_ms)
+    if scheme == "cmpp":
+        from smsgw.carriers.cmpp.carrier import CmppCarrier
+        from smsgw.carriers.cmpp.settings import parse_cmpp_url
+
+        return CmppCarrier(parse_cmpp_url(url), now_ms=now_ms)
     if not scheme:
-        raise ValueError("carrier URL has no scheme: expected sim://... or smpp://...")
-    raise ValueError(f"unknown carrier scheme {scheme!r}: expected sim:// or smpp://")
+        raise ValueError("carrier URL has no scheme: expected sim://..., smpp://... or cmpp://...")
+    raise ValueError(f"unknown carrier scheme {scheme!r}: expected sim://, smpp:// or cmpp://")

@@ -14,6 +14,7 @@ from typing import Final
 import attrs
 
 from smsgw.protocol.status import Status
+from smsgw.sansio import NEED_DATA, NeedData
 
 __all__ = [
     "CREDENTIAL_SIZE",
@@ -92,23 +93,6 @@ class Response:
 @attrs.frozen
 class ConnectionClosed:
     """The peer closed the connection cleanly, between frames."""
-
-
-class NeedData:
-    """Sentinel type: the decoder needs more bytes before it can produce an event."""
-
-    _instance: NeedData | None = None
-
-    def __new__(cls) -> NeedData:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final[NeedData] = NeedData()
 
 
 class ProtocolError(Exception):

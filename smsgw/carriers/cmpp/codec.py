@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Final, Literal, Self, TypeVar, overload
 
 import attrs
 
-from smsgw.carriers.smpp.codec import NEED_DATA, NeedData
+from smsgw.sansio import NEED_DATA, NeedData
 
 __all__ = [
     "HEADER_LENGTH",
