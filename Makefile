@@ -12,7 +12,7 @@ SMSC_STAMP := $(SMSC)/node_modules/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
 	touch $(STAMP)
 
 $(SMSC_STAMP): $(SMSC)/package.json $(SMSC)/package-lock.json
