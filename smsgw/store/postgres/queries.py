@@ -1,0 +1,504 @@
+"""The PostgreSQL store's statements, run in worker threads on a psycopg connection.
+
+Write ops take the writer connection (inside the group's transaction) and the group's
+`Wakes`; read functions take a reader connection (inside a read-only REPEATABLE READ
+transaction, so a multi-query read sees one snapshot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from smsgw.carriers.base import MobileOriginated
+from smsgw.store.base import (
+    FINAL_STATES,
+    WAITING_STATES,
+    Event,
+    EventKind,
+    InboundRecord,
+    MessageHistory,
+    MessageRecord,
+    MessageUpdate,
+    NewMessage,
+    PartMatch,
+    PartRecord,
+    PartReport,
+    PushRecord,
+    PushState,
+    RecoveryReport,
+    State,
+    UnknownMessage,
+)
+from smsgw.store.postgres.notify import Wakes
+
+Conn = Connection[TupleRow]
+
+MESSAGE_COLUMNS: Final = (
+    "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
+    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error"
+)
+_MESSAGE_COLUMN_COUNT: Final = len(MESSAGE_COLUMNS.split(","))
+PUSH_COLUMNS: Final = (
+    "id, appid, message_id, kind, body, state, attempts, next_attempt_at, last_error, updated_at"
+)
+WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
+
+# One statement per group for every accept of the group: arrays in, the rows that were new
+# out. ON CONFLICT DO NOTHING also skips a repeat later in the same arrays; rows go in in
+# the arrays' order, so the first of a repeated key is the one stored.
+INSERT_MESSAGES_SQL: Final = (
+    "INSERT INTO messages (appid, msgid, phone, message, msgtype, segments, state, attempts,"
+    " accepted_at, next_attempt_at)"
+    " SELECT appid, msgid, phone, message, msgtype, segments, state, 0, accepted_at, due"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"
+    " %s::text[], %s::bigint[], %s::bigint[]) WITH ORDINALITY"
+    " AS t(appid, msgid, phone, message, msgtype, segments, state, accepted_at, due, n)"
+    " ORDER BY n ON CONFLICT (msgid, appid, phone) DO NOTHING RETURNING msgid, appid, phone"
+)
+# The queue: the due rows no other gateway is claiming right now, in one statement.
+CLAIM_SQL: Final = (
+    f"UPDATE messages SET state = 'queued' WHERE id IN (SELECT id FROM messages WHERE {WAITING}"
+    " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {MESSAGE_COLUMNS}"
+)
+NEXT_DUE_SQL: Final = (
+    f"SELECT next_attempt_at FROM messages WHERE {WAITING} ORDER BY next_attempt_at, id LIMIT 1"
+)
+_UPDATE_MESSAGE: Final = (
+    "UPDATE messages SET state = %s, attempts = COALESCE(%s, attempts), next_attempt_at = %s,"
+    " carrier_msgid = COALESCE(%s, carrier_msgid), submitted_at = COALESCE(%s, submitted_at),"
+    " final_at = %s, stat = COALESCE(%s, stat),"
+    " error = CASE WHEN %s THEN NULL ELSE COALESCE(%s, error) END"
+    " WHERE id = %s RETURNING appid"
+)
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (message_id, kind, at, attempt, stat, error, carrier_msgid)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_INSERT_PUSH: Final = (
+    "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
+    " created_at, updated_at) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s, %s)"
+)
+# A part waiting for this report takes it. `AND NOT reported` again outside the sub-select:
+# when another gateway's transaction took the same part first, PostgreSQL re-checks the
+# outer condition on the row it waited for, and this report becomes a duplicate.
+TAKE_PART_REPORT_SQL: Final = (
+    "UPDATE message_parts SET reported = true, delivered = %s, stat = %s, reported_at = %s"
+    " WHERE (message_id, part_no) = (SELECT message_id, part_no FROM message_parts"
+    " WHERE carrier_msgid = %s AND NOT reported ORDER BY message_id DESC LIMIT 1)"
+    " AND NOT reported RETURNING message_id, part_no"
+)
+MESSAGE_WITH_PARTS_SQL: Final = (
+    "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
+    " FROM messages m JOIN message_parts p ON p.message_id = m.id"
+    " WHERE m.id = %s ORDER BY p.part_no"
+).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+_REPORTED_SUBMITTED_SQL: Final = (
+    "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
+    " ORDER BY p.reported_at DESC, p.part_no DESC LIMIT 1)"
+    " FROM messages m WHERE m.state = 'submitted'"
+    " AND EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id)"
+    " AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id AND NOT p.reported)"
+    " ORDER BY m.id"
+)
+DELETE_FINISHED_SQL: Final = (
+    "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m"
+    " WHERE m.final_at IS NOT NULL AND m.final_at < %s"
+    " AND NOT EXISTS (SELECT 1 FROM pushes p WHERE p.message_id = m.id AND p.state = 'pending')"
+    " ORDER BY m.final_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+DELETE_INBOUND_SQL: Final = (
+    "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound WHERE received_at < %s"
+    " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+
+
+def message(row: Sequence[Any]) -> MessageRecord:
+    return MessageRecord(
+        id=row[0],
+        appid=row[1],
+        msgid=row[2],
+        phone=row[3],
+        message=row[4],
+        msgtype=row[5],
+        segments=row[6],
+        state=State(row[7]),
+        attempts=row[8],
+        accepted_at_ms=row[9],
+        next_attempt_at_ms=row[10],
+        submitted_at_ms=row[11],
+        final_at_ms=row[12],
+        carrier_msgid=row[13],
+        stat=row[14],
+        error=row[15],
+    )
+
+
+def push(row: Sequence[Any]) -> PushRecord:
+    return PushRecord(
+        id=row[0],
+        appid=row[1],
+        message_id=row[2],
+        kind=row[3],
+        body=row[4],
+        state=PushState(row[5]),
+        attempts=row[6],
+        next_attempt_at_ms=row[7],
+        last_error=row[8],
+        updated_at_ms=row[9],
+    )
+
+
+# ---------------------------------------------------------------------- accept
+
+
+def insert_messages(
+    conn: Conn, batches: Sequence[tuple[Sequence[NewMessage], int]], wakes: Wakes
+) -> list[list[bool]]:
+    """Every (messages, now_ms) batch of a group in ONE insert; per batch, per message:
+    newly stored or not."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+    for messages, now_ms in batches:
+        for m in messages:
+            scheduled = m.send_at_ms is not None and m.send_at_ms > now_ms
+            values = (
+                m.appid,
+                m.msgid,
+                m.phone,
+                m.message,
+                m.msgtype,
+                m.segments,
+                State.SCHEDULED.value if scheduled else State.ACCEPTED.value,
+                now_ms,
+                m.send_at_ms if scheduled else now_ms,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+    new = {tuple(row) for row in conn.execute(INSERT_MESSAGES_SQL, columns).fetchall()}
+    results: list[list[bool]] = []
+    for messages, now_ms in batches:
+        stored: list[bool] = []
+        for m in messages:
+            key = (m.msgid, m.appid, m.phone)
+            stored.append(key in new)
+            if key in new:
+                new.discard(key)  # a repeat later in the group was not the one stored
+                due = m.send_at_ms if m.send_at_ms is not None and m.send_at_ms > now_ms else now_ms
+                wakes.due(due)
+        results.append(stored)
+    return results
+
+
+# ---------------------------------------------------------------------- pipeline
+
+
+def recover(conn: Conn) -> RecoveryReport:
+    requeued = conn.execute("UPDATE messages SET state = 'accepted' WHERE state = 'queued'")
+    in_doubt = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE state = 'submitting' ORDER BY id"
+    ).fetchall()
+    pending = conn.execute("SELECT count(*) FROM pushes WHERE state = 'pending'").fetchone()
+    reported = [
+        part_match(conn, message_id, part_no, duplicate=False)
+        for message_id, part_no in conn.execute(_REPORTED_SUBMITTED_SQL).fetchall()
+    ]
+    return RecoveryReport(
+        requeued=requeued.rowcount,
+        in_doubt=tuple(message(row) for row in in_doubt),
+        pending_pushes=int(pending[0]) if pending else 0,
+        reported=tuple(reported),
+    )
+
+
+def claim_due(conn: Conn, now_ms: int, limit: int) -> list[MessageRecord]:
+    claimed = [message(row) for row in conn.execute(CLAIM_SQL, (now_ms, limit)).fetchall()]
+    # RETURNING follows no ORDER BY: the dispatcher wants the oldest due first.
+    claimed.sort(key=lambda m: (m.next_attempt_at_ms or 0, m.id))
+    return claimed
+
+
+def unclaim(conn: Conn, ids: Sequence[int], wakes: Wakes) -> None:
+    """Claimed rows the caller never saw go back to waiting, due when they were due."""
+    rows = conn.execute(
+        "UPDATE messages SET state = 'accepted' WHERE id = ANY(%s) AND state = 'queued'"
+        " RETURNING next_attempt_at",
+        (list(ids),),
+    ).fetchall()
+    for (due,) in rows:
+        if due is not None:
+            wakes.due(int(due))
+
+
+def next_due_at(conn: Conn) -> int | None:
+    row = conn.execute(NEXT_DUE_SQL).fetchone()
+    return None if row is None else int(row[0])
+
+
+def overdue_submitted(conn: Conn, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE state = 'submitted'"
+        " AND submitted_at < %s ORDER BY submitted_at, id LIMIT %s",
+        (submitted_before_ms, limit),
+    ).fetchall()
+    return [message(row) for row in rows]
+
+
+def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
+    for update in updates:
+        _apply_one(conn, update, wakes)
+
+
+def _apply_one(conn: Conn, u: MessageUpdate, wakes: Wakes) -> None:
+    state = State(u.state)
+    at_ms = u.event.at_ms
+    next_attempt_at: int | None = None
+    if state in WAITING_STATES:
+        next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
+        wakes.due(next_attempt_at)
+    row = conn.execute(
+        _UPDATE_MESSAGE,
+        (
+            state.value,
+            u.attempts,
+            next_attempt_at,
+            u.carrier_msgid,
+            u.submitted_at_ms,
+            at_ms if state in FINAL_STATES else None,
+            u.stat,
+            u.clear_error,
+            u.error,
+            u.message_id,
+        ),
+    ).fetchone()
+    if row is None:
+        raise UnknownMessage(u.message_id)
+    appid: str = row[0]
+    e = u.event
+    conn.execute(
+        _INSERT_EVENT, (u.message_id, e.kind, e.at_ms, e.attempt, e.stat, e.error, e.carrier_msgid)
+    )
+    part_ids = u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid is not None else ())
+    with conn.cursor() as cursor:
+        if part_ids:
+            # A new attempt's ids replace the previous attempt's: reports match the latest.
+            cursor.execute("DELETE FROM message_parts WHERE message_id = %s", (u.message_id,))
+            cursor.executemany(
+                "INSERT INTO message_parts (message_id, part_no, carrier_msgid)"
+                " VALUES (%s, %s, %s)",
+                [(u.message_id, number, part_id) for number, part_id in enumerate(part_ids, 1)],
+            )
+        if u.pushes:
+            cursor.executemany(
+                _INSERT_PUSH,
+                [(appid, u.message_id, p.kind, p.body, at_ms, at_ms, at_ms) for p in u.pushes],
+            )
+            wakes.push(appid)
+
+
+def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int] | None:
+    # Operators may recycle ids over time: prefer a part still waiting for its report,
+    # then the newest message.
+    row = conn.execute(
+        "SELECT message_id, part_no FROM message_parts WHERE carrier_msgid = %s"
+        " ORDER BY reported, message_id DESC LIMIT 1",
+        (carrier_msgid,),
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) -> PartMatch:
+    rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
+    reported = delivered = 0
+    failed_stat: str | None = None  # of the first part (by number) reported not delivered
+    failed = False
+    part: PartRecord | None = None
+    for row in rows:
+        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
+            _MESSAGE_COLUMN_COUNT:
+        ]
+        if was_reported:
+            reported += 1
+            if was_delivered:
+                delivered += 1
+            elif not failed:
+                failed, failed_stat = True, stat
+        if number == part_no:
+            part = PartRecord(number, carrier_msgid, was_reported, was_delivered, stat, reported_at)
+    if part is None:
+        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
+    return PartMatch(
+        message=message(rows[0]),
+        part_no=part_no,
+        part=part,
+        parts=len(rows),
+        reported=reported,
+        delivered=delivered,
+        failed_stat=failed_stat,
+        duplicate=duplicate,
+    )
+
+
+def record_part_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    matches: list[PartMatch | None] = []
+    for report in reports:
+        taken = conn.execute(
+            TAKE_PART_REPORT_SQL,
+            (report.delivered, report.stat, report.at_ms, report.carrier_msgid),
+        ).fetchone()
+        if taken is not None:
+            matches.append(part_match(conn, int(taken[0]), int(taken[1]), duplicate=False))
+            continue
+        found = find_part(conn, report.carrier_msgid)  # a repeat, or an id not known (yet)
+        matches.append(None if found is None else part_match(conn, *found, duplicate=True))
+    return matches
+
+
+# ---------------------------------------------------------------------- pushes
+
+
+def due_pushes(conn: Conn, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
+    rows = conn.execute(
+        f"SELECT {PUSH_COLUMNS} FROM pushes WHERE state = 'pending' AND appid = %s"
+        " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s",
+        (appid, now_ms, limit),
+    ).fetchall()
+    return [push(row) for row in rows]
+
+
+def apps_with_due_pushes(conn: Conn, now_ms: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT appid FROM pushes WHERE state = 'pending' AND next_attempt_at <= %s"
+        " ORDER BY appid",
+        (now_ms,),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def next_push_due_at(conn: Conn, appid: str) -> int | None:
+    row = conn.execute(
+        "SELECT next_attempt_at FROM pushes WHERE state = 'pending' AND appid = %s"
+        " ORDER BY next_attempt_at LIMIT 1",
+        (appid,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def record_push_result(
+    conn: Conn,
+    ids: Sequence[int],
+    ok: bool,
+    error: str | None,
+    now_ms: int,
+    max_attempts: int,
+    retry_at_ms: int,
+) -> None:
+    # Only pending pushes change: a late result for a done/abandoned push is ignored.
+    if ok:
+        conn.execute(
+            "UPDATE pushes SET state = 'done', attempts = attempts + 1, updated_at = %s"
+            " WHERE id = ANY(%s) AND state = 'pending'",
+            (now_ms, list(ids)),
+        )
+    else:
+        conn.execute(
+            "UPDATE pushes SET attempts = attempts + 1,"
+            " state = CASE WHEN attempts + 1 >= %s THEN 'abandoned' ELSE 'pending' END,"
+            " next_attempt_at = %s, last_error = COALESCE(%s, last_error), updated_at = %s"
+            " WHERE id = ANY(%s) AND state = 'pending'",
+            (max_attempts, retry_at_ms, error, now_ms, list(ids)),
+        )
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
+    if appid is None:
+        rows = conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s ORDER BY appid, phone, id",
+            (msgid,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s AND appid = %s"
+            " ORDER BY phone, id",
+            (msgid, appid),
+        ).fetchall()
+    histories: list[MessageHistory] = []
+    for row in rows:
+        found = message(row)
+        accepted = Event(EventKind.ACCEPTED.value, found.accepted_at_ms, 0)
+        stored_events = conn.execute(
+            "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
+            " WHERE message_id = %s ORDER BY id",
+            (found.id,),
+        ).fetchall()
+        parts = conn.execute(
+            "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
+            " FROM message_parts WHERE message_id = %s ORDER BY part_no",
+            (found.id,),
+        ).fetchall()
+        pushes = conn.execute(
+            f"SELECT {PUSH_COLUMNS} FROM pushes WHERE message_id = %s ORDER BY id", (found.id,)
+        ).fetchall()
+        histories.append(
+            MessageHistory(
+                found,
+                (accepted, *(Event(*event) for event in stored_events)),
+                tuple(PartRecord(*part) for part in parts),
+                tuple(push(row) for row in pushes),
+            )
+        )
+    return histories
+
+
+def counts(conn: Conn, table: str, states: Sequence[str]) -> dict[str, int]:
+    found = {str(state): 0 for state in states}
+    sql = {
+        "messages": "SELECT state, count(*) FROM messages GROUP BY state",
+        "pushes": "SELECT state, count(*) FROM pushes GROUP BY state",
+    }[table]
+    for state, count in conn.execute(sql.encode()).fetchall():
+        found[state] = int(count)
+    return found
+
+
+# ---------------------------------------------------------------------- inbound
+
+
+def insert_inbound(conn: Conn, messages: Sequence[MobileOriginated]) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO inbound (source_addr, destination_addr, text, data_coding, esm_class,"
+            " udh, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    mo.source_addr,
+                    mo.destination_addr,
+                    mo.text,
+                    mo.data_coding,
+                    mo.esm_class,
+                    mo.udh,
+                    mo.at_ms,
+                )
+                for mo in messages
+            ],
+        )
+
+
+def recent_inbound(conn: Conn, limit: int, before_id: int | None) -> list[InboundRecord]:
+    rows = conn.execute(
+        "SELECT id, source_addr, destination_addr, text, data_coding, esm_class, udh,"
+        " received_at FROM inbound WHERE id < %s ORDER BY id DESC LIMIT %s",
+        (before_id if before_id is not None else 2**63 - 1, limit),
+    ).fetchall()
+    return [
+        InboundRecord(
+            row[0], MobileOriginated(row[1], row[2], row[3], row[4], row[5], bytes(row[6]), row[7])
+        )
+        for row in rows
+    ]
