@@ -43,6 +43,7 @@ class Listener:
         self._subscribers: list[Callable[[Wake], None]] = []
         self.received = 0  # notifications from other processes (tests, metrics)
         self.connected = trio.Event()  # set once LISTEN is in place (tests)
+        self.reconnected = trio.Event()  # set once LISTEN is in place again after a loss
 
     def subscribe(self, callback: Callable[[Wake], None]) -> None:
         self._subscribers.append(callback)
@@ -63,6 +64,8 @@ class Listener:
                 continue
             pause = RETRY_MIN_S
             try:
+                if self.connected.is_set():
+                    self.reconnected.set()
                 self.connected.set()
                 self._deliver(RECONNECT_WAKE)
                 await self._listen(conn)
@@ -70,7 +73,6 @@ class Listener:
                 log.warning("LISTEN connection lost (reconnecting): %s", self._describe(exc))
             finally:
                 conn.close()
-            self.connected = trio.Event()
 
     def _open(self) -> queries.Conn:
         conn = self._connect()
