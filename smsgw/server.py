@@ -44,7 +44,7 @@ from smsgw.protocol.messages import (
 )
 from smsgw.protocol.status import Status
 from smsgw.ratelimit import FailureLimiter, TokenBucket
-from smsgw.store.base import NewMessage, Store, StoreClosed
+from smsgw.store.base import NewMessage, Store, StoreClosed, StoreError
 from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 
 log = logging.getLogger("smsgw.server")
@@ -225,6 +225,11 @@ class Server:
             return await self._submit(request, app, now)
         except StoreClosed:
             return Outcome(error_response(Status.BUSY, "gateway shutting down: retry later"), app)
+        except StoreError as exc:
+            # The database failed or cannot be reached (a PostgreSQL restart): nothing is
+            # answered 0, and a re-send is safe whether or not the commit got through.
+            log.warning("store unavailable: %s", exc, extra={"app": app.appid})
+            return Outcome(error_response(Status.BUSY, "store unavailable: retry later"), app)
         except Exception:
             request_id = uuid.uuid4().hex[:12]
             log.exception("internal error", extra={"request_id": request_id, "app": app.appid})

@@ -18,7 +18,8 @@ import psycopg
 import trio
 
 from smsgw.store.postgres import queries
-from smsgw.store.postgres.notify import CHANNEL, Wake, decode
+from smsgw.store.postgres.notify import CHANNEL, decode
+from smsgw.store.wake import Wake
 
 log = logging.getLogger("smsgw.store.postgres")
 

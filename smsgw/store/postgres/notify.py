@@ -11,6 +11,8 @@ from typing import Final
 
 import attrs
 
+from smsgw.store.wake import Wake
+
 CHANNEL: Final = "smsgw"
 MAX_APPS: Final = 50
 
@@ -34,15 +36,6 @@ class Wakes:
     def payload(self) -> str:
         apps: list[str] | str = sorted(self.apps) if len(self.apps) <= MAX_APPS else "*"
         return json.dumps({"due": self.due_ms, "push": apps}, separators=(",", ":"))
-
-
-@attrs.frozen
-class Wake:
-    """A received notification, decoded. `all_apps`: every app's pusher should look."""
-
-    due_ms: int | None
-    apps: tuple[str, ...]
-    all_apps: bool = False
 
 
 def decode(payload: str) -> Wake:

@@ -37,10 +37,11 @@ from smsgw.store.base import (
 )
 from smsgw.store.postgres import queries
 from smsgw.store.postgres.listener import Listener
-from smsgw.store.postgres.notify import Wake, Wakes
+from smsgw.store.postgres.notify import Wakes
 from smsgw.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
 from smsgw.store.postgres.url import connection_settings, mask_password, redact
 from smsgw.store.postgres.writer import DEFAULT_MAX_GROUP_OPS, DEFAULT_MAX_GROUP_ROWS, Writer
+from smsgw.store.wake import Wake
 
 T = TypeVar("T")
 ReadFn = Callable[[queries.Conn], T]

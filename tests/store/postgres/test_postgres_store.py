@@ -18,7 +18,7 @@ from tests.store.postgres.conftest import postgres_store
 
 if TYPE_CHECKING:
     from smsgw.store.postgres import PostgresStore
-    from smsgw.store.postgres.notify import Wake
+    from smsgw.store.wake import Wake
 
 
 def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
