@@ -320,7 +320,9 @@ def _check_unique(apps: list[AppConfig]) -> None:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password in it replaced by `***`, fit for logs and banners."""
+    """The URL with any password in it (user part, or a `password=` query parameter as libpq
+    takes) replaced by `***`, fit for logs and banners."""
+    url = _QUERY_PASSWORD.sub(r"\1password=***", url)
     scheme, sep, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")
     userinfo, at, hostport = netloc.rpartition("@")
@@ -328,6 +330,9 @@ def redact_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&])password=[^&#]*")
 
 
 def _is_loopback(host: str) -> bool:

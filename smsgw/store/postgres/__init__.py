@@ -7,6 +7,6 @@ imports it only for a `postgresql://` URL.
 from __future__ import annotations
 
 from smsgw.store.postgres.store import PostgresStore
-from smsgw.store.postgres.url import connection_settings, redact
+from smsgw.store.postgres.url import connection_settings
 
-__all__ = ["PostgresStore", "connection_settings", "redact"]
+__all__ = ["PostgresStore", "connection_settings"]

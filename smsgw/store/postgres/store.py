@@ -20,6 +20,7 @@ import trio
 from psycopg.conninfo import make_conninfo
 
 from smsgw.carriers.base import MobileOriginated
+from smsgw.config import redact_url
 from smsgw.store.base import (
     InboundRecord,
     MessageHistory,
@@ -39,7 +40,7 @@ from smsgw.store.postgres import queries
 from smsgw.store.postgres.listener import Listener
 from smsgw.store.postgres.notify import Wakes
 from smsgw.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
-from smsgw.store.postgres.url import connection_settings, mask_password, redact
+from smsgw.store.postgres.url import connection_settings, mask_password
 from smsgw.store.postgres.writer import DEFAULT_MAX_GROUP_OPS, DEFAULT_MAX_GROUP_ROWS, Writer
 from smsgw.store.wake import Wake
 
@@ -89,7 +90,7 @@ class PostgresStore:
         self._running = False
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact(self.url)!r})"
+        return f"PostgresStore({redact_url(self.url)!r})"
 
     @property
     def commit_count(self) -> int:
@@ -108,7 +109,7 @@ class PostgresStore:
 
     def _describe(self, exc: BaseException) -> str:
         text = " ".join(str(exc).split()) or type(exc).__name__
-        return mask_password(f"PostgreSQL {redact(self.url)}: {text}", self.url)
+        return mask_password(f"PostgreSQL {redact_url(self.url)}: {text}", self.url)
 
     def _open(self, *, autocommit: bool) -> queries.Conn:
         conn: queries.Conn = psycopg.connect(self._conninfo, autocommit=autocommit)
@@ -160,7 +161,7 @@ class PostgresStore:
         finally:
             conn.close()
         if version != SCHEMA_VERSION:
-            where = redact(self.url)
+            where = redact_url(self.url)
             if version == 0:
                 raise StoreError(f"no smsgw database at {where}: `smsgw serve` creates it")
             raise StoreError(

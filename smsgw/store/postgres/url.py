@@ -65,9 +65,3 @@ def connection_settings(url: str) -> dict[str, str]:
         ) from None
     keywords = {key: str(value) for key, value in settings.items() if value is not None}
     return {**DEFAULTS, **keywords}
-
-
-def redact(url: str) -> str:
-    """The URL fit for logs and banners: any password (in the user part or the query)
-    replaced by `***`."""
-    return mask_password(url, url)
