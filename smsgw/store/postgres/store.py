@@ -48,6 +48,8 @@ T = TypeVar("T")
 ReadFn = Callable[[queries.Conn], T]
 
 DEFAULT_READERS: Final = 4
+# pg_try_advisory_lock key held by the one gateway writing a database ("smsgwGW" in ASCII).
+GATEWAY_LOCK: Final = 0x736D7367774757
 
 
 def _check_limit(limit: int) -> None:
@@ -66,6 +68,7 @@ class PostgresStore:
         max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
         readers: int = DEFAULT_READERS,
         read_only: bool = False,
+        exclusive: bool = True,
     ) -> None:
         if readers < 1:
             raise ValueError("readers must be at least 1")
@@ -73,6 +76,12 @@ class PostgresStore:
         # ValueError for a URL libpq refuses; the settings as one libpq conninfo string.
         self._conninfo = make_conninfo("", **connection_settings(url))
         self.read_only = read_only
+        # One gateway per database until owners and leases (the lifecycle work) let several
+        # share it: `recover()` at start takes every claimed row, so a second gateway would
+        # take the first one's messages in flight. The writer's connection holds a session
+        # advisory lock; a second `smsgw serve` is refused at start with one line. Tests of
+        # the shared queue pass exclusive=False.
+        self.exclusive = exclusive
         self.writer = Writer(
             self._open_writer,
             self._describe,
@@ -118,6 +127,13 @@ class PostgresStore:
     def _open_writer(self) -> queries.Conn:
         conn = self._open(autocommit=True)
         try:
+            if self.exclusive:
+                held = conn.execute("SELECT pg_try_advisory_lock(%s)", (GATEWAY_LOCK,)).fetchone()
+                if not held or not held[0]:
+                    raise StoreError(
+                        f"another smsgw serve is using the database {redact_url(self.url)}:"
+                        " one gateway per PostgreSQL database for now"
+                    )
             # Durable when COMMIT returns, whatever the database's default: only "off" is not
             # ("local", "remote_write", "remote_apply" are kept as the operator set them).
             row = conn.execute("SHOW synchronous_commit").fetchone()

@@ -197,7 +197,7 @@ class Writer:
         for attempt in (1, 2):
             try:
                 conn = self._connection()
-            except psycopg.Error as exc:
+            except (psycopg.Error, StoreError) as exc:
                 self._fail(group, CommitFailed(self._describe(exc)), exc)
                 return
             committing = False

@@ -32,7 +32,9 @@ def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[An
 
 @asynccontextmanager
 async def running(url: str, **options: Any) -> AsyncIterator[PostgresStore]:
-    store = postgres_store(url, **options)
+    """A running store, by default not exclusive: these tests share a database between
+    several stores, as gateways will once owners and leases come."""
+    store = postgres_store(url, **{"exclusive": False, **options})
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         yield store
@@ -202,6 +204,25 @@ async def test_an_unreachable_server_fails_the_start_in_one_line() -> None:
     assert "s3cret" not in message
     assert "gw:***@127.0.0.1" in message
     assert "\n" not in message
+
+
+async def test_one_gateway_per_database_for_now(pg_url: str) -> None:
+    async with running(pg_url, exclusive=True) as first:
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(StoreError, match="another smsgw serve is using the database"):
+                await nursery.start(postgres_store(pg_url).run)
+        # Killed connections: the writer reconnects and holds the database again.
+        sql(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert await first.insert_messages([new_message("m1")], NOW) == [True]
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(StoreError, match="another smsgw serve"):
+                await nursery.start(postgres_store(pg_url).run)
+    async with running(pg_url, exclusive=True) as second:  # released at the first one's stop
+        assert await second.insert_messages([new_message("m1")], NOW) == [False]
 
 
 async def test_gateways_starting_together_migrate_once(pg_url: str) -> None:
