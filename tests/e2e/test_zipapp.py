@@ -46,3 +46,18 @@ async def test_zipapp_serves_sends_and_stops(tmp_path: Path) -> None:
         scraped = samples((await http(metrics_port, "GET", "/metrics")).body)
         assert scraped[("smsgw_messages_accepted_total", ())] == 1
     assert gw.process.returncode == 0
+
+
+async def test_zipapp_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The zipapp carries psycopg (pure Python) and finds the system's libpq."""
+    env = {"SMSGW_DB": pg_url}
+    async with gateway_process(tmp_path, env) as gw:
+        sent = await run_cli(
+            ["send", "--server", gw.address, "--phone", "8613800138000", "--message", "pg"],
+            base_env(tmp_path, env),
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["status"] == "0"
+        listed = await run_cli(["inbox"], base_env(tmp_path, env))
+        assert listed.returncode == 0, listed.stderr
+    assert gw.process.returncode == 0
