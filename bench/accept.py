@@ -19,12 +19,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import database
 from bench.loadgen import APPID, SECRET, closed_loop, open_loop, python, start_server
 
 HERE = Path(__file__).resolve().parent
@@ -41,28 +40,6 @@ def gateway_env(db_url: str, log_level: str) -> dict[str, str]:
         SMSGW_CARRIER="sim://?latency=0&dlr_delay=0",
     )
     return env
-
-
-@contextmanager
-def database(db: str, workdir: Path) -> Iterator[str]:
-    """The SMSGW_DB to bench: given, SQLite in `workdir`, or a fresh PostgreSQL database."""
-    if db and db != "postgres":
-        yield db
-        return
-    if not db:
-        yield f"sqlite:///{workdir / 'bench.db'}"
-        return
-    from tests.pg_cluster import start_cluster
-
-    cluster = start_cluster()
-    try:
-        url = cluster.new_database()
-        try:
-            yield url
-        finally:
-            cluster.drop_database(url)
-    finally:
-        cluster.stop()
 
 
 def main() -> None:

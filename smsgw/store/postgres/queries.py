@@ -71,20 +71,38 @@ CLAIM_SQL: Final = (
 NEXT_DUE_SQL: Final = (
     f"SELECT next_attempt_at FROM messages WHERE {WAITING} ORDER BY next_attempt_at, id LIMIT 1"
 )
-_UPDATE_MESSAGE: Final = (
-    "UPDATE messages SET state = %s, attempts = COALESCE(%s, attempts), next_attempt_at = %s,"
-    " carrier_msgid = COALESCE(%s, carrier_msgid), submitted_at = COALESCE(%s, submitted_at),"
-    " final_at = %s, stat = COALESCE(%s, stat),"
-    " error = CASE WHEN %s THEN NULL ELSE COALESCE(%s, error) END"
-    " WHERE id = %s RETURNING appid"
+# `apply`, a statement per table for a run of updates (each run's message ids distinct),
+# the rows as JSON as for accepts. Events and pushes go in in the updates' order (their ids
+# are the history's order).
+APPLY_UPDATE_SQL: Final = (
+    "WITH changed AS (UPDATE messages m SET state = r.st, attempts = COALESCE(r.a, m.attempts),"
+    " next_attempt_at = r.due, carrier_msgid = COALESCE(r.c, m.carrier_msgid),"
+    " submitted_at = COALESCE(r.sub, m.submitted_at), final_at = r.fin,"
+    " stat = COALESCE(r.s, m.stat), error = CASE WHEN r.clr THEN NULL ELSE COALESCE(r.e, m.error)"
+    " END FROM json_to_recordset(%s::json) AS r(id bigint, st text, a integer, due bigint,"
+    " c text, sub bigint, fin bigint, s text, clr boolean, e text) WHERE m.id = r.id"
+    " RETURNING m.id, m.appid)"
+    " SELECT COALESCE(json_agg(json_build_array(id, appid)), '[]')::text FROM changed"
 )
-_INSERT_EVENT: Final = (
+APPLY_EVENTS_SQL: Final = (
     "INSERT INTO events (message_id, kind, at, attempt, stat, error, carrier_msgid)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    " SELECT i, k, at, a, s, e, c FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint,"
+    " k text, at bigint, a integer, s text, e text, c text)) WITH ORDINALITY"
+    " AS r(i, k, at, a, s, e, c, n) ORDER BY n"
 )
-_INSERT_PUSH: Final = (
+APPLY_DELETE_PARTS_SQL: Final = (
+    "DELETE FROM message_parts WHERE message_id IN"
+    " (SELECT value::bigint FROM json_array_elements_text(%s::json))"
+)
+APPLY_PARTS_SQL: Final = (
+    "INSERT INTO message_parts (message_id, part_no, carrier_msgid)"
+    " SELECT i, n, c FROM json_to_recordset(%s::json) AS r(i bigint, n integer, c text)"
+)
+APPLY_PUSHES_SQL: Final = (
     "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
-    " created_at, updated_at) VALUES (%s, %s, %s, %s, 'pending', 0, %s, %s, %s)"
+    " created_at, updated_at) SELECT m.appid, r.i, r.k, r.b, 'pending', 0, r.at, r.at, r.at"
+    " FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint, k text, b text, at bigint))"
+    " WITH ORDINALITY AS r(i, k, b, at, n) JOIN messages m ON m.id = r.i ORDER BY r.n"
 )
 # A part waiting for this report takes it. `AND NOT reported` again outside the sub-select:
 # when another gateway's transaction took the same part first, PostgreSQL re-checks the
@@ -252,55 +270,85 @@ def overdue_submitted(conn: Conn, submitted_before_ms: int, limit: int) -> list[
 
 
 def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
+    """The updates in order, set-based: a statement per table for every run of updates to
+    distinct messages (a message updated twice starts a new run), not per update."""
+    run: list[MessageUpdate] = []
+    seen: set[int] = set()
     for update in updates:
-        _apply_one(conn, update, wakes)
+        if update.message_id in seen:
+            _apply_run(conn, run, wakes)
+            run, seen = [], set()
+        run.append(update)
+        seen.add(update.message_id)
+    if run:
+        _apply_run(conn, run, wakes)
 
 
-def _apply_one(conn: Conn, u: MessageUpdate, wakes: Wakes) -> None:
-    state = State(u.state)
-    at_ms = u.event.at_ms
-    next_attempt_at: int | None = None
-    if state in WAITING_STATES:
-        next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
-        wakes.due(next_attempt_at)
-    row = conn.execute(
-        _UPDATE_MESSAGE,
-        (
-            state.value,
-            u.attempts,
-            next_attempt_at,
-            u.carrier_msgid,
-            u.submitted_at_ms,
-            at_ms if state in FINAL_STATES else None,
-            u.stat,
-            u.clear_error,
-            u.error,
-            u.message_id,
-        ),
-    ).fetchone()
-    if row is None:
-        raise UnknownMessage(u.message_id)
-    appid: str = row[0]
-    e = u.event
-    conn.execute(
-        _INSERT_EVENT, (u.message_id, e.kind, e.at_ms, e.attempt, e.stat, e.error, e.carrier_msgid)
-    )
-    part_ids = u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid is not None else ())
-    with conn.cursor() as cursor:
+def _json(rows: list[dict[str, Any]]) -> tuple[str]:
+    return (json.dumps(rows, ensure_ascii=False),)
+
+
+def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    replaced: list[int] = []
+    pushes: list[dict[str, Any]] = []
+    for u in updates:
+        state = State(u.state)
+        at_ms = u.event.at_ms
+        next_attempt_at: int | None = None
+        if state in WAITING_STATES:
+            next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
+            wakes.due(next_attempt_at)
+        rows.append(
+            {
+                "id": u.message_id,
+                "st": state.value,
+                "a": u.attempts,
+                "due": next_attempt_at,
+                "c": u.carrier_msgid,
+                "sub": u.submitted_at_ms,
+                "fin": at_ms if state in FINAL_STATES else None,
+                "s": u.stat,
+                "clr": u.clear_error,
+                "e": u.error,
+            }
+        )
+        e = u.event
+        events.append(
+            {
+                "i": u.message_id,
+                "k": e.kind,
+                "at": e.at_ms,
+                "a": e.attempt,
+                "s": e.stat,
+                "e": e.error,
+                "c": e.carrier_msgid,
+            }
+        )
+        part_ids = u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid is not None else ())
         if part_ids:
             # A new attempt's ids replace the previous attempt's: reports match the latest.
-            cursor.execute("DELETE FROM message_parts WHERE message_id = %s", (u.message_id,))
-            cursor.executemany(
-                "INSERT INTO message_parts (message_id, part_no, carrier_msgid)"
-                " VALUES (%s, %s, %s)",
-                [(u.message_id, number, part_id) for number, part_id in enumerate(part_ids, 1)],
-            )
-        if u.pushes:
-            cursor.executemany(
-                _INSERT_PUSH,
-                [(appid, u.message_id, p.kind, p.body, at_ms, at_ms, at_ms) for p in u.pushes],
-            )
-            wakes.push(appid)
+            replaced.append(u.message_id)
+            parts += [
+                {"i": u.message_id, "n": n, "c": part_id} for n, part_id in enumerate(part_ids, 1)
+            ]
+        pushes += [{"i": u.message_id, "k": p.kind, "b": p.body, "at": at_ms} for p in u.pushes]
+    found = conn.execute(APPLY_UPDATE_SQL, _json(rows)).fetchone()
+    appids = {int(i): str(appid) for i, appid in json.loads(found[0] if found else "[]")}
+    for u in updates:
+        if u.message_id not in appids:
+            raise UnknownMessage(u.message_id)
+    conn.execute(APPLY_EVENTS_SQL, _json(events))
+    if replaced:
+        conn.execute(APPLY_DELETE_PARTS_SQL, (json.dumps(replaced),))
+        conn.execute(APPLY_PARTS_SQL, _json(parts))
+    if pushes:
+        conn.execute(APPLY_PUSHES_SQL, _json(pushes))
+        for u in updates:
+            if u.pushes:
+                wakes.push(appids[u.message_id])
 
 
 def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int] | None:

@@ -306,9 +306,9 @@ class PostgresStore:
     async def apply(self, updates: Sequence[MessageUpdate]) -> None:
         if not updates:
             return
+        self._writable()
         frozen = tuple(updates)
-        rows = sum(2 + len(u.part_ids) + len(u.pushes) for u in frozen)
-        await self._write(lambda conn, wakes: queries.apply(conn, frozen, wakes), weight=rows)
+        await self.writer.apply(frozen, sum(2 + len(u.part_ids) + len(u.pushes) for u in frozen))
 
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         def read(conn: queries.Conn) -> PartMatch | None:

@@ -24,7 +24,7 @@ import attrs
 import psycopg
 import trio
 
-from smsgw.store.base import CommitFailed, NewMessage, StoreClosed, StoreError
+from smsgw.store.base import CommitFailed, MessageUpdate, NewMessage, StoreClosed, StoreError
 from smsgw.store.postgres import queries
 from smsgw.store.postgres.notify import CHANNEL, Wakes
 
@@ -42,9 +42,10 @@ DEFAULT_MAX_GROUP_ROWS: Final = 20_000
 class _Op(Generic[T]):
     """One queued write and, once the writer ran it, its outcome."""
 
-    fn: OpFn[T] | None  # None for an accept: the group's accepts are one statement
+    fn: OpFn[T] | None  # None for an accept or an apply: batched across the group's ops
     weight: int
     accept: Accept | None = None
+    updates: tuple[MessageUpdate, ...] | None = None
     # Given the result, a compensating write to queue when the caller stopped waiting after
     # the op was taken (claim_due: put the claimed rows back).
     undo: Callable[[T], OpFn[object]] | None = None
@@ -110,6 +111,9 @@ class Writer:
     async def accept(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         op: _Op[list[bool]] = _Op(None, max(1, len(messages)), accept=(messages, now_ms))
         return await self._submit(op)
+
+    async def apply(self, updates: tuple[MessageUpdate, ...], weight: int) -> None:
+        await self._submit(_Op(None, max(1, weight), updates=updates))
 
     async def _submit(self, op: _Op[T]) -> T:
         if not self.running:
@@ -263,8 +267,14 @@ class Writer:
     @staticmethod
     def _run_ops(conn: queries.Conn, group: list[_Op[Any]], wakes: Wakes) -> bool:
         """Run the group in the open transaction; False as soon as an op raises (the caller
-        rolls back). Raises when the connection itself broke."""
+        rolls back). Raises when the connection itself broke.
+
+        Every accept of the group goes first, in one insert (no other op can refer to rows
+        its callers have not seen yet); consecutive applies go together, set-based, where
+        they stand among the other ops (a report recorded after an apply must see its
+        parts)."""
         accepts = [op for op in group if op.accept is not None]
+        updates: list[MessageUpdate] = []
         try:
             if accepts:
                 results = queries.insert_messages(
@@ -273,8 +283,16 @@ class Writer:
                 for op, result in zip(accepts, results, strict=True):
                     op.result = result
             for op in group:
+                if op.updates is not None:
+                    updates += op.updates
+                    continue
+                if updates:
+                    queries.apply(conn, updates, wakes)
+                    updates = []
                 if op.fn is not None:
                     op.result = op.fn(conn, wakes)
+            if updates:
+                queries.apply(conn, updates, wakes)
         except Exception:
             if _lost(conn):
                 raise
@@ -289,6 +307,8 @@ class Writer:
             try:
                 if op.accept is not None:
                     (op.result,) = queries.insert_messages(conn, [op.accept], wakes)
+                elif op.updates is not None:
+                    queries.apply(conn, op.updates, wakes)
                 else:
                     assert op.fn is not None
                     op.result = op.fn(conn, wakes)

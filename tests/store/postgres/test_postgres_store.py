@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from smsgw.store import Event, EventKind, MessageUpdate, PartReport, State, StoreError
+from smsgw.store import (
+    Event,
+    EventKind,
+    MessageUpdate,
+    PartReport,
+    State,
+    StoreError,
+    UnknownMessage,
+)
 from tests.store.conftest import NOW, new_message, settle
 from tests.store.postgres.conftest import postgres_store
 
@@ -64,7 +72,8 @@ async def hold_writer(store: PostgresStore, nursery: trio.Nursery) -> Gate:
 async def gather(
     calls: dict[str, Callable[[], Awaitable[object]]], gate: Gate
 ) -> dict[str, object]:
-    """Start every call, let them queue behind the gate, open it; each call's result or error."""
+    """Start every call, in order, each queued behind the gate before the next starts; open
+    the gate; each call's result or error."""
     outcomes: dict[str, object] = {}
 
     async def one(name: str, call: Callable[[], Awaitable[object]]) -> None:
@@ -76,7 +85,7 @@ async def gather(
     async with trio.open_nursery() as callers:
         for name, call in calls.items():
             callers.start_soon(one, name, call)
-        await settle()
+            await settle()
         gate.release.set()
     return outcomes
 
@@ -133,6 +142,48 @@ async def test_an_accept_postgresql_refuses_fails_alone(
     assert isinstance(outcomes["nul"], StoreError)
     assert await store.history("b") == []
     assert (await store.counts())["accepted"] == 2
+
+
+async def test_applies_of_a_group_run_together_in_order_and_fail_alone(
+    store: PostgresStore, nursery: trio.Nursery
+) -> None:
+    await store.insert_messages([new_message("m1"), new_message("m2")], NOW)
+    first, second = await store.claim_due(NOW, 10)
+
+    def submitting(row_id: int) -> MessageUpdate:
+        return MessageUpdate(row_id, State.SUBMITTING, Event(EventKind.SUBMITTING, NOW, 1))
+
+    def submitted(row_id: int) -> MessageUpdate:
+        event = Event(EventKind.SUBMITTED, NOW + 1, 1, carrier_msgid=f"op-{row_id}")
+        return MessageUpdate(
+            row_id, State.SUBMITTED, event, attempts=1, carrier_msgid=f"op-{row_id}"
+        )
+
+    gate = await hold_writer(store, nursery)
+    before = store.commit_count
+    outcomes = await gather(
+        {
+            "a": lambda: store.apply([submitting(first.id), submitting(second.id)]),
+            "b": lambda: store.apply([submitting(424242)]),
+            "c": lambda: store.apply([submitted(first.id)]),  # first again: a run of its own
+            "d": lambda: store.record_part_reports(
+                [PartReport(f"op-{first.id}", True, "DELIVRD", NOW + 2)]
+            ),
+            "e": lambda: store.apply([submitted(second.id)]),
+        },
+        gate,
+    )
+    assert store.commit_count == before + 2
+    assert isinstance(outcomes["b"], UnknownMessage)
+    assert outcomes["a"] is None and outcomes["c"] is None and outcomes["e"] is None
+    reports = outcomes["d"]
+    assert isinstance(reports, list) and reports[0] is not None
+    assert not reports[0].duplicate and reports[0].all_delivered
+    for row in (first, second):
+        (history,) = await store.history(row.msgid)
+        assert history.message.state is State.SUBMITTED
+        assert [e.kind for e in history.events] == ["accepted", "submitting", "submitted"]
+        assert [p.carrier_msgid for p in history.parts] == [f"op-{row.id}"]
 
 
 async def test_two_gateways_never_claim_the_same_row(pg_url: str) -> None:
