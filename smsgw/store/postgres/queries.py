@@ -104,19 +104,33 @@ APPLY_PUSHES_SQL: Final = (
     " FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint, k text, b text, at bigint))"
     " WITH ORDINALITY AS r(i, k, b, at, n) JOIN messages m ON m.id = r.i ORDER BY r.n"
 )
-# A part waiting for this report takes it. `AND NOT reported` again outside the sub-select:
-# when another gateway's transaction took the same part first, PostgreSQL re-checks the
-# outer condition on the row it waited for, and this report becomes a duplicate.
-TAKE_PART_REPORT_SQL: Final = (
-    "UPDATE message_parts SET reported = true, delivered = %s, stat = %s, reported_at = %s"
-    " WHERE (message_id, part_no) = (SELECT message_id, part_no FROM message_parts"
-    " WHERE carrier_msgid = %s AND NOT reported ORDER BY message_id DESC LIMIT 1)"
-    " AND NOT reported RETURNING message_id, part_no"
+# Every report of a run in one statement: each takes, of the parts with its id still waiting,
+# the newest message's (operators may recycle ids), returned by the report's position.
+# `AND NOT p.reported` again in the UPDATE itself: when another gateway's transaction took
+# the same part first, PostgreSQL re-checks that condition on the row it waited for, and
+# this report becomes a duplicate.
+TAKE_PART_REPORTS_SQL: Final = (
+    "WITH r AS (SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS (c text, d boolean,"
+    " s text, at bigint)) WITH ORDINALITY AS r(c, d, s, at, n)),"
+    " target AS (SELECT DISTINCT ON (r.n) r.n, p.message_id, p.part_no FROM r"
+    " JOIN message_parts p ON p.carrier_msgid = r.c AND NOT p.reported"
+    " ORDER BY r.n, p.message_id DESC),"
+    " taken AS (UPDATE message_parts p SET reported = true, delivered = r.d, stat = r.s,"
+    " reported_at = r.at FROM target t JOIN r ON r.n = t.n"
+    " WHERE (p.message_id, p.part_no) = (t.message_id, t.part_no) AND NOT p.reported"
+    " RETURNING t.n, p.message_id, p.part_no)"
+    " SELECT COALESCE(json_agg(json_build_array(n, message_id, part_no)), '[]')::text FROM taken"
 )
 MESSAGE_WITH_PARTS_SQL: Final = (
     "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id = %s ORDER BY p.part_no"
+).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+MESSAGES_WITH_PARTS_SQL: Final = (
+    "SELECT COALESCE(json_agg(json_build_array({}, p.part_no, p.carrier_msgid, p.reported,"
+    " p.delivered, p.stat, p.reported_at) ORDER BY m.id, p.part_no), '[]')::text"
+    " FROM messages m JOIN message_parts p ON p.message_id = m.id"
+    " WHERE m.id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))"
 ).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
 _REPORTED_SUBMITTED_SQL: Final = (
     "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
@@ -364,6 +378,20 @@ def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int] | None:
 
 def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) -> PartMatch:
     rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
+    if not rows:
+        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
+    return _match(rows, part_no, duplicate=duplicate)
+
+
+def _match(
+    rows: Sequence[Sequence[Any]],
+    part_no: int,
+    *,
+    duplicate: bool,
+    unreported: frozenset[int] = frozenset(),
+) -> PartMatch:
+    """The match of one part from its message's rows (one per part, by number); the parts
+    in `unreported` are shown as they were before this call (reported later in it)."""
     reported = delivered = 0
     failed_stat: str | None = None  # of the first part (by number) reported not delivered
     failed = False
@@ -372,6 +400,8 @@ def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) ->
         number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
             _MESSAGE_COLUMN_COUNT:
         ]
+        if number in unreported:
+            was_reported, was_delivered, stat, reported_at = False, False, None, None
         if was_reported:
             reported += 1
             if was_delivered:
@@ -381,7 +411,7 @@ def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) ->
         if number == part_no:
             part = PartRecord(number, carrier_msgid, was_reported, was_delivered, stat, reported_at)
     if part is None:
-        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
+        raise UnknownMessage(int(rows[0][0]))  # the caller found the part: cannot happen
     return PartMatch(
         message=message(rows[0]),
         part_no=part_no,
@@ -395,17 +425,62 @@ def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) ->
 
 
 def record_part_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    """Set-based, for every run of reports with distinct operator ids (a repeated id starts
+    a new run: its second report must see the first). Each match is as of its own report:
+    parts taken by later reports of the call are shown unreported."""
     matches: list[PartMatch | None] = []
+    run: list[PartReport] = []
     for report in reports:
-        taken = conn.execute(
-            TAKE_PART_REPORT_SQL,
-            (report.delivered, report.stat, report.at_ms, report.carrier_msgid),
-        ).fetchone()
-        if taken is not None:
-            matches.append(part_match(conn, int(taken[0]), int(taken[1]), duplicate=False))
+        if any(report.carrier_msgid == other.carrier_msgid for other in run):
+            matches += _record_run(conn, run)
+            run = []
+        run.append(report)
+    if run:
+        matches += _record_run(conn, run)
+    return matches
+
+
+def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    rows = [{"c": r.carrier_msgid, "d": r.delivered, "s": r.stat, "at": r.at_ms} for r in reports]
+    found = conn.execute(TAKE_PART_REPORTS_SQL, _json(rows)).fetchone()
+    taken: dict[int, tuple[int, int]] = {
+        int(n) - 1: (int(message_id), int(part_no))
+        for n, message_id, part_no in json.loads(found[0] if found else "[]")
+    }
+    # A repeat, or an id not known (yet): one by one, the rare path.
+    repeats = {
+        index: find_part(conn, report.carrier_msgid)
+        for index, report in enumerate(reports)
+        if index not in taken
+    }
+    messages = {key[0] for key in taken.values()} | {
+        key[0] for key in repeats.values() if key is not None
+    }
+    by_message: dict[int, list[list[Any]]] = {}
+    if messages:
+        found = conn.execute(MESSAGES_WITH_PARTS_SQL, (json.dumps(sorted(messages)),)).fetchone()
+        for row in json.loads(found[0] if found else "[]"):
+            by_message.setdefault(int(row[0]), []).append(row)
+    matches: list[PartMatch | None] = []
+    for index in range(len(reports)):
+        if index in taken:
+            message_id, part_no = taken[index]
+            later = frozenset(
+                part for n, (other, part) in taken.items() if n > index and other == message_id
+            )
+            matches.append(
+                _match(by_message[message_id], part_no, duplicate=False, unreported=later)
+            )
             continue
-        found = find_part(conn, report.carrier_msgid)  # a repeat, or an id not known (yet)
-        matches.append(None if found is None else part_match(conn, *found, duplicate=True))
+        repeat = repeats[index]
+        if repeat is None:
+            matches.append(None)
+            continue
+        message_id, part_no = repeat
+        later = frozenset(
+            part for n, (other, part) in taken.items() if n > index and other == message_id
+        )
+        matches.append(_match(by_message[message_id], part_no, duplicate=True, unreported=later))
     return matches
 
 
