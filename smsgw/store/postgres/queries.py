@@ -63,10 +63,18 @@ INSERT_MESSAGES_SQL: Final = (
     " SELECT COALESCE(json_agg(json_build_array(msgid, appid, phone)), '[]')::text FROM stored"
 )
 # The queue: the due rows no other gateway is claiming right now, in one statement.
+# Rows come back as one JSON value (see INSERT_MESSAGES_SQL), oldest due first.
 CLAIM_SQL: Final = (
-    f"UPDATE messages SET state = 'queued' WHERE id IN (SELECT id FROM messages WHERE {WAITING}"
-    " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-    f" RETURNING {MESSAGE_COLUMNS}"
+    "WITH claimed AS (UPDATE messages SET state = 'queued' WHERE id IN (SELECT id FROM messages"
+    f" WHERE {WAITING} AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s"
+    f" FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS})"
+    f" SELECT COALESCE(json_agg(json_build_array({MESSAGE_COLUMNS})"
+    " ORDER BY next_attempt_at, id), '[]')::text FROM claimed"
+)
+DUE_PUSHES_SQL: Final = (
+    f"SELECT COALESCE(json_agg(json_build_array({PUSH_COLUMNS}) ORDER BY next_attempt_at, id),"
+    f" '[]')::text FROM (SELECT {PUSH_COLUMNS} FROM pushes WHERE state = 'pending' AND appid = %s"
+    " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s) due"
 )
 NEXT_DUE_SQL: Final = (
     f"SELECT next_attempt_at FROM messages WHERE {WAITING} ORDER BY next_attempt_at, id LIMIT 1"
@@ -251,10 +259,8 @@ def recover(conn: Conn) -> RecoveryReport:
 
 
 def claim_due(conn: Conn, now_ms: int, limit: int) -> list[MessageRecord]:
-    claimed = [message(row) for row in conn.execute(CLAIM_SQL, (now_ms, limit)).fetchall()]
-    # RETURNING follows no ORDER BY: the dispatcher wants the oldest due first.
-    claimed.sort(key=lambda m: (m.next_attempt_at_ms or 0, m.id))
-    return claimed
+    found = conn.execute(CLAIM_SQL, (now_ms, limit)).fetchone()
+    return [message(row) for row in json.loads(found[0] if found else "[]")]
 
 
 def unclaim(conn: Conn, ids: Sequence[int], wakes: Wakes) -> None:
@@ -488,12 +494,8 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
 
 
 def due_pushes(conn: Conn, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
-    rows = conn.execute(
-        f"SELECT {PUSH_COLUMNS} FROM pushes WHERE state = 'pending' AND appid = %s"
-        " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s",
-        (appid, now_ms, limit),
-    ).fetchall()
-    return [push(row) for row in rows]
+    found = conn.execute(DUE_PUSHES_SQL, (appid, now_ms, limit)).fetchone()
+    return [push(row) for row in json.loads(found[0] if found else "[]")]
 
 
 def apps_with_due_pushes(conn: Conn, now_ms: int) -> list[str]:
