@@ -99,6 +99,11 @@ class Cluster:
         assert self.bin_dir is not None, "not a cluster of our own"
         _run_as_owner([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args])
 
+    def start(self) -> None:
+        """Start our own cluster (again)."""
+        assert self.directory is not None and self.bin_dir is not None, "not a cluster of our own"
+        _start(self.bin_dir, self.directory)
+
     def restart(self) -> None:
         """`pg_ctl restart -m fast`: every connection is cut, the server back when it returns.
         The log file again: without it the server would write to our pipes, held open."""
@@ -124,6 +129,28 @@ def _run_as_owner(command: Sequence[str]) -> None:
             f"{' '.join(command)} failed ({done.returncode}):"
             f" {done.stderr.decode(errors='replace')}{done.stdout.decode(errors='replace')}"
         )
+
+
+def _start(bin_dir: Path, directory: Path) -> None:
+    options = (
+        f"-p {SOCKET_PORT} -k {directory} -c listen_addresses=''"
+        " -c max_connections=200 -c shared_buffers=64MB"
+    )
+    _run_as_owner(
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(directory / "data"),
+            "-l",
+            str(directory / "server.log"),
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-o",
+            options,
+            "start",
+        ]
+    )
 
 
 def start_cluster() -> Cluster:
@@ -154,25 +181,7 @@ def start_cluster() -> Cluster:
                 "--no-sync",  # the cluster is thrown away: only its runtime fsyncs matter
             ]
         )
-        options = (
-            f"-p {SOCKET_PORT} -k {directory} -c listen_addresses=''"
-            " -c max_connections=200 -c shared_buffers=64MB"
-        )
-        _run_as_owner(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(directory / "server.log"),
-                "-w",
-                "-t",
-                str(START_TIMEOUT_S),
-                "-o",
-                options,
-                "start",
-            ]
-        )
+        _start(bin_dir, directory)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
