@@ -343,7 +343,9 @@ def _check_unique(apps: list[AppConfig]) -> None:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password in it replaced by `***`, fit for logs and banners."""
+    """The URL with any password in it (user part, or a `password=` query parameter as libpq
+    takes) replaced by `***`, fit for logs and banners."""
+    url = _QUERY_PASSWORD.sub(r"\1password=***", url)
     scheme, sep, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")
     userinfo, at, hostport = netloc.rpartition("@")
@@ -351,6 +353,9 @@ def redact_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&])password=[^&#]*")
 
 
 def _is_loopback(host: str) -> bool:
@@ -418,7 +423,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SMSGW_DB",
         "`sqlite:///./smsgw.db`",
-        "store URL (`sqlite:////absolute/path.db`)",
+        "store URL: `sqlite:////absolute/path.db`, or `postgresql://user:password@host:port/dbname` (see PostgreSQL)",
         "db_url",
     ),
     Setting(

@@ -28,6 +28,7 @@ from smsgw.retention import Retention
 from smsgw.server import Server
 from smsgw.store import open_store
 from smsgw.store.base import Store, StoreError
+from smsgw.store.wake import Wake, WakeSource
 
 log = logging.getLogger("smsgw.gateway")
 
@@ -86,6 +87,8 @@ class Gateway:
         self.pusher = Pusher(config, self.store, self.clock)
         self.server.on_stored = self.pipeline.wake
         self.pipeline.on_pushes = self.pusher.wake
+        if isinstance(self.store, WakeSource):  # other gateways' commits on a shared store
+            self.store.on_wake(self._woken)
         self._shutdown = trio.Event()
         self.retention = (
             Retention(self.store, self.clock, config.retention)
@@ -106,6 +109,13 @@ class Gateway:
             if config.metrics is not None
             else None
         )
+
+    def _woken(self, wake: Wake) -> None:
+        if wake.due_ms is not None:
+            self.pipeline.wake(wake.due_ms)
+        apps = [app.appid for app in self.config.apps] if wake.all_apps else wake.apps
+        for appid in apps:
+            self.pusher.wake(appid)
 
     @property
     def shutdown_requested(self) -> bool:

@@ -280,17 +280,27 @@ class Server:
             return await self._submit(request, app, now)
         except StoreClosed:
             return Outcome(error_response(Status.BUSY, "gateway shutting down: retry later"), app)
+        except StoreError as exc:
+            # The database failed or cannot be reached (a full disk, a PostgreSQL restart):
+            # nothing is answered 0, and a re-send is safe whether or not the commit got
+            # through. The disk's fault, not ours: one line, no traceback, repeats counted.
+            self._log_repeats.log(
+                logging.WARNING,
+                f"{type(exc).__name__}: {exc}",
+                f"store unavailable (app {app.appid}): {exc}",
+                now,
+            )
+            return Outcome(error_response(Status.BUSY, "store unavailable: retry later"), app)
         except Exception as exc:
             request_id = uuid.uuid4().hex[:12]
-            # A store failure is the disk's, not ours: one line, no traceback. A bug gets
-            # its traceback once; its repeats, like the store's, are counted.
+            # A bug gets its traceback once; its repeats are counted.
             self._log_repeats.log(
                 logging.ERROR,
                 f"{type(exc).__name__}: {exc}",
                 f"internal error (app {app.appid}, request {request_id}): "
                 f"{type(exc).__name__}: {exc}",
                 now,
-                exc_info=None if isinstance(exc, StoreError) else exc,
+                exc_info=exc,
             )
             return Outcome(
                 error_response(Status.INTERNAL_ERROR, f"internal error (request {request_id})"),

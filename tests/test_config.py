@@ -155,6 +155,14 @@ def test_endpoints() -> None:
         ("smpp://esme@host:2775", "smpp://esme@host:2775"),
         ("sim://?fail=0.05", "sim://?fail=0.05"),
         ("sqlite:///./smsgw.db", "sqlite:///./smsgw.db"),
+        (
+            "postgresql://gw:s3@db:5432/sms?sslmode=require",
+            "postgresql://gw:***@db:5432/sms?sslmode=require",
+        ),
+        (
+            "postgresql://gw@/sms?host=/run/pg&password=s3",
+            "postgresql://gw@/sms?host=/run/pg&password=***",
+        ),
     ],
 )
 def test_redact_url_hides_passwords(url: str, shown: str) -> None:

@@ -16,7 +16,7 @@ import trio
 import trustme
 
 from smsgw.protocol.framing import LengthStyle, encode_request
-from smsgw.store.base import NewMessage, Store
+from smsgw.store.base import CommitFailed, NewMessage, Store
 from tests.conftest import (
     APPID,
     SECRET,
@@ -334,6 +334,8 @@ class FailingStore:
     async def insert_messages(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         if any(message.msgid == "explode" for message in messages):
             raise RuntimeError("disk on fire")
+        if any(message.msgid == "db-down" for message in messages):
+            raise CommitFailed("PostgreSQL connection lost (nothing stored)")
         return await self._inner.insert_messages(messages, now_ms)
 
 
@@ -346,6 +348,19 @@ async def test_internal_error_answers_9999_and_the_server_goes_on(tmp_path: Path
         reply = await submit_raw(gw.port, [item(msgid="fine"), item(msgid="explode")])
         assert reply["status"] == "9999"
         assert "request" in reply["error"]
+        assert await stored_count(gw.store) == 0
+        await assert_still_serving(gw.port)
+
+
+async def test_a_store_error_answers_1008_and_the_server_goes_on(tmp_path: Path) -> None:
+    from smsgw.gateway import store_from_config
+
+    config = make_config(tmp_path)
+    store: Any = FailingStore(store_from_config(config))
+    async with running_gateway(config, store=store) as gw:
+        reply = await submit_raw(gw.port, [item(msgid="fine"), item(msgid="db-down")])
+        assert reply["status"] == "1008"
+        assert reply["error"] == "store unavailable: retry later"
         assert await stored_count(gw.store) == 0
         await assert_still_serving(gw.port)
 

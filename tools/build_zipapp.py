@@ -62,7 +62,8 @@ def build(scratch: Path, output: Path) -> None:
             shutil.copy2(ROOT / name, source / name)
     site_packages = scratch / "site-packages"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile"]
-    run([*pip, "--target", str(site_packages), str(source)])
+    # psycopg (pure Python) rides along for SMSGW_DB=postgresql://, which then needs libpq.
+    run([*pip, "--target", str(site_packages), f"{source}[postgres]"])
     scrub(site_packages)
     packed = scratch / "shiv.pyz"
     shiv = [sys.executable, "-m", "shiv", "--site-packages", str(site_packages)]

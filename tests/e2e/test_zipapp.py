@@ -286,3 +286,18 @@ def test_two_checkouts_of_one_tree_build_the_same_bytes_quietly(tmp_path: Path) 
         built.append((checkout / "out.pyz").read_bytes())
     assert built[0] == built[1]
     assert built[0] == pyz().read_bytes()  # and the zipapp under test is that one
+
+
+async def test_zipapp_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The zipapp carries psycopg (pure Python) and finds the system's libpq."""
+    env = {"SMSGW_DB": pg_url}
+    async with gateway_process(tmp_path, env) as gw:
+        sent = await run_cli(
+            ["send", "--server", gw.address, "--phone", "8613800138000", "--message", "pg"],
+            base_env(tmp_path, env),
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["status"] == "0"
+        listed = await run_cli(["inbox"], base_env(tmp_path, env))
+        assert listed.returncode == 0, listed.stderr
+    assert gw.process.returncode == 0
