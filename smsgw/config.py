@@ -423,7 +423,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SMSGW_DB",
         "`sqlite:///./smsgw.db`",
-        "store URL: `sqlite:////absolute/path.db`, or `postgresql://user:password@host:port/dbname` (see PostgreSQL)",
+        "store URL: `sqlite:////absolute/path.db`, or"
+        " `postgresql://user:password@host:port/dbname` (see PostgreSQL)",
         "db_url",
     ),
     Setting(

@@ -42,7 +42,9 @@ async def test_a_full_disk_logs_one_line_per_failure_with_repeats_counted(
         for n in range(REQUESTS):
             reply = await submit_raw(gw.port, [item(msgid=f"f{n}")])
             assert reply["status"] == "1008"
-    errors = [r for r in caplog.records if r.name == "smsgw.server" and r.levelno >= logging.WARNING]
+    errors = [
+        r for r in caplog.records if r.name == "smsgw.server" and r.levelno >= logging.WARNING
+    ]
     lines = [record.getMessage() for record in errors]
     assert not [record for record in errors if record.exc_info], "no tracebacks"
     assert all("\n" not in line and "disk is full" in line for line in lines)
