@@ -60,6 +60,26 @@ from smsgw.carriers.base import (
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config
 from smsgw.histogram import Histogram
+
+# The stats and limits are the lifecycle's; re-exported for the pipeline's users.
+from smsgw.lifecycle import MAX_BACKOFF_S as MAX_BACKOFF_S
+from smsgw.lifecycle import STAT_ACCEPTED as STAT_ACCEPTED
+from smsgw.lifecycle import STAT_NO_RETRY as STAT_NO_RETRY
+from smsgw.lifecycle import STAT_RETRY_LIMIT as STAT_RETRY_LIMIT
+from smsgw.lifecycle import STAT_UNKNOWN as STAT_UNKNOWN
+from smsgw.lifecycle import (
+    Accepted,
+    Failed,
+    FailureKind,
+    Policy,
+    Receipt,
+    Transition,
+    decide_in_doubt,
+    decide_report,
+    decide_submit,
+    decide_timeout,
+    outbox_kinds,
+)
 from smsgw.protocol.messages import ReceiptItem, StatusReportItem, encode_json
 from smsgw.store.base import (
     FINAL_STATES,
@@ -78,18 +98,10 @@ from smsgw.store.base import Event as HistoryEvent
 
 log = logging.getLogger("smsgw.pipeline")
 
-# The gateway's own stats (the operator's come from the carrier).
-STAT_ACCEPTED: Final = "ACCEPTD"  # accepted by the operator (final when it gives no reports)
-STAT_RETRY_LIMIT: Final = "RETRY_LIMIT"  # msgtype 1: every attempt failed
-STAT_NO_RETRY: Final = "NO_RETRY"  # msgtype 2: its one attempt failed
-STAT_UNKNOWN: Final = "UNKNOWN"  # in doubt: it may or may not have reached the operator
-
 # Item `status` of A002 / A003: "1" success (delivered, or a step that went well), "2" failure.
 PUSH_SUCCESS: Final = "1"
 PUSH_FAILURE: Final = "2"
 
-THROTTLE_DELAY_MS: Final = 1000  # the operator asked us to slow down: try again in ~1 s
-MAX_BACKOFF_S: Final = 3600.0
 POLL_INTERVAL_S: Final = 1.0  # the dispatcher looks at the store at least this often
 RECORD_TIMEOUT_S: Final = 10.0  # an outcome write is shielded from cancellation this long
 RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply at start-up
@@ -133,18 +145,6 @@ class PipelineStats:
 _Outcome = tuple[str, MessageUpdate]  # (appid, update) of a decided submit
 
 
-@attrs.frozen
-class _Step:
-    """One step of a message's life, as the merchant hears about it (A002 / A003)."""
-
-    success: bool
-    stat: str
-    attempt: int
-    sendtime: int
-    carrier_msgid: str | None = None
-    error: str | None = None
-
-
 def _finishing(seconds: float) -> trio.CancelScope:
     """Shield a write that records what already happened from a shutdown's cancellation,
     for a bounded time (a scope to enter; plain, not a generator: it runs per message)."""
@@ -182,6 +182,11 @@ class Pipeline:
         self.stats = PipelineStats()
         self.submit_seconds = Histogram()  # carrier.submit calls, whatever their outcome
         self._apps = {app.appid: app for app in config.apps}
+        self.policy = Policy(
+            max_retries=config.max_retries,
+            gives_reports=carrier.gives_reports,
+            report_timeout_s=config.report_timeout,
+        )
         self._rng = rng or random.Random()
         self._max_unmatched = max_unmatched
         self._unmatched_ttl_s = unmatched_ttl_s
@@ -255,7 +260,10 @@ class Pipeline:
     async def _recover(self) -> None:
         now = self.clock.now_ms()
         report = await self.store.recover(now)
-        updates = [(record.appid, self._decide_in_doubt(record, now)) for record in report.in_doubt]
+        updates = [
+            (record.appid, self._store_update(record, decide_in_doubt(record, now, self.policy)))
+            for record in report.in_doubt
+        ]
         # Their last report was recorded but the crash lost its final update: the update the
         # report consumer would have applied (without the report's text: it is not stored).
         updates += [
@@ -274,37 +282,6 @@ class Pipeline:
                 len(report.reported),
                 report.pending_pushes,
             )
-
-    def _decide_in_doubt(self, record: MessageRecord, now: int) -> MessageUpdate:
-        """A SUBMITTING row found at start-up: the attempt may or may not have reached the
-        operator. A notification is sent again while it has attempts left; anything else
-        (a verification code above all) fails as UNKNOWN rather than risk a second SMS."""
-        attempt = record.attempts
-        if self._may_retry(record, attempt):
-            step = _Step(
-                False,
-                STAT_UNKNOWN,
-                attempt,
-                now,
-                error="in doubt after a restart: sending again",
-            )
-            return MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.RECOVERED, now, attempt, STAT_UNKNOWN, step.error),
-                next_attempt_at_ms=now,
-                pushes=self._pushes(record, step, final=False),
-            )
-        reason = "in doubt after a restart: it may or may not have reached the operator"
-        step = _Step(False, STAT_UNKNOWN, attempt, record.submitted_at_ms or now, error=reason)
-        return MessageUpdate(
-            record.id,
-            State.FAILED,
-            HistoryEvent(EventKind.RECOVERED, now, attempt, STAT_UNKNOWN, reason),
-            stat=STAT_UNKNOWN,
-            error=reason,
-            pushes=self._pushes(record, step, final=True),
-        )
 
     # ------------------------------------------------------------------ dispatcher
 
@@ -474,6 +451,34 @@ class Pipeline:
         self.submit_seconds.observe(time.perf_counter() - submit_started)
         return record.appid, self._decide(record, attempt, started, outcome)
 
+    def _decide(
+        self,
+        record: MessageRecord,
+        attempt: int,
+        started: int,
+        outcome: SubmitAccepted | SubmitError,
+    ) -> MessageUpdate:
+        result: Accepted | Failed
+        if isinstance(outcome, SubmitAccepted):
+            normalize = self.carrier.normalize_id
+            result = Accepted(
+                normalize(outcome.carrier_msgid),
+                tuple(normalize(part) for part in outcome.part_ids),
+            )
+        else:
+            result = Failed(FailureKind(outcome.kind.value), outcome.stat, outcome.detail)
+        delay_ms = int(retry_delay_s(attempt, self.config.retry_backoff, self._rng) * 1000)
+        transition = decide_submit(
+            record,
+            attempt,
+            started,
+            self.clock.now_ms(),
+            result,
+            self.policy,
+            retry_delay_ms=delay_ms,
+        )
+        return self._store_update(record, transition)
+
     async def _record_with_submitting(self, previous: _Outcome, submitting: _Outcome) -> None:
         """Record a sender's last outcome and its next message's SUBMITTING in one write;
         raises StoreError when the SUBMITTING could not be written (the message is not to be
@@ -505,115 +510,6 @@ class Pipeline:
             self._due_at(update.next_attempt_at_ms)
         if update.part_ids and update.state is State.SUBMITTED:
             self._parts_recorded(update.part_ids)
-
-    def _decide(
-        self,
-        record: MessageRecord,
-        attempt: int,
-        started: int,
-        outcome: SubmitAccepted | SubmitError,
-    ) -> MessageUpdate:
-        now = self.clock.now_ms()
-        if isinstance(outcome, SubmitAccepted):
-            return self._accepted(record, attempt, started, now, outcome)
-        kind, stat, detail = outcome.kind, outcome.stat, outcome.detail
-        if kind is SubmitErrorKind.THROTTLED:
-            # Not a failed attempt: the count goes back to what it was.
-            step = _Step(False, stat, attempt, started, error=detail)
-            return MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.ATTEMPT_FAILED, now, attempt, stat, detail),
-                attempts=record.attempts,
-                next_attempt_at_ms=now + THROTTLE_DELAY_MS,
-                pushes=self._pushes(record, step, final=False),
-            )
-        if kind is SubmitErrorKind.PERMANENT:
-            return self._failed(record, attempt, now, stat, detail, carrier_stat=None)
-        # TEMPORARY, or IN_DOUBT (the link died mid-submit: handled as after a crash).
-        if self._may_retry(record, attempt):
-            delay_ms = int(retry_delay_s(attempt, self.config.retry_backoff, self._rng) * 1000)
-            step = _Step(False, stat, attempt, started, error=detail)
-            return MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.ATTEMPT_FAILED, now, attempt, stat, detail),
-                next_attempt_at_ms=now + delay_ms,
-                error=detail,
-                pushes=self._pushes(record, step, final=False),
-            )
-        if kind is SubmitErrorKind.IN_DOUBT:
-            final_stat = STAT_UNKNOWN
-        elif record.msgtype == 1:
-            final_stat = STAT_RETRY_LIMIT
-        else:
-            final_stat = STAT_NO_RETRY
-        return self._failed(record, attempt, now, final_stat, detail, carrier_stat=stat)
-
-    def _accepted(
-        self,
-        record: MessageRecord,
-        attempt: int,
-        started: int,
-        now: int,
-        outcome: SubmitAccepted,
-    ) -> MessageUpdate:
-        normalize = self.carrier.normalize_id
-        carrier_msgid = normalize(outcome.carrier_msgid)
-        part_ids = tuple(normalize(part) for part in outcome.part_ids) or (carrier_msgid,)
-        step = _Step(True, STAT_ACCEPTED, attempt, started, carrier_msgid)
-        if self.carrier.gives_reports:
-            return MessageUpdate(
-                record.id,
-                State.SUBMITTED,
-                HistoryEvent(
-                    EventKind.SUBMITTED, now, attempt, STAT_ACCEPTED, carrier_msgid=carrier_msgid
-                ),
-                carrier_msgid=carrier_msgid,
-                part_ids=part_ids,
-                submitted_at_ms=started,
-                clear_error=True,  # an earlier attempt's error is no longer the story
-                pushes=self._pushes(record, step, final=False),
-            )
-        # No reports will come: the operator's acceptance is the final outcome.
-        return MessageUpdate(
-            record.id,
-            State.DELIVERED,
-            HistoryEvent(EventKind.FINAL, now, attempt, STAT_ACCEPTED, carrier_msgid=carrier_msgid),
-            carrier_msgid=carrier_msgid,
-            part_ids=part_ids,
-            submitted_at_ms=started,
-            stat=STAT_ACCEPTED,
-            clear_error=True,
-            pushes=self._pushes(record, step, final=True),
-        )
-
-    def _failed(
-        self,
-        record: MessageRecord,
-        attempt: int,
-        now: int,
-        stat: str,
-        detail: str,
-        *,
-        carrier_stat: str | None,
-        carrier_msgid: str | None = None,
-    ) -> MessageUpdate:
-        # When the gateway's stat replaces the operator's, the error text keeps the latter.
-        error = detail if carrier_stat is None else f"{carrier_stat}: {detail}"
-        step = _Step(False, stat, attempt, record.submitted_at_ms or now, carrier_msgid, error)
-        return MessageUpdate(
-            record.id,
-            State.FAILED,
-            HistoryEvent(EventKind.FINAL, now, attempt, stat, error),
-            stat=stat,
-            error=error,
-            pushes=self._pushes(record, step, final=True),
-        )
-
-    def _may_retry(self, record: MessageRecord, attempt: int) -> bool:
-        """Only notifications are retried: after the first attempt, up to max_retries more."""
-        return record.msgtype == 1 and attempt < 1 + self.config.max_retries
 
     # ------------------------------------------------------------------ reports
 
@@ -778,7 +674,15 @@ class Pipeline:
                     break
                 with _finishing(RECORD_TIMEOUT_S):
                     await self._apply(
-                        [(record.appid, self._timed_out(record, now)) for record in overdue]
+                        [
+                            (
+                                record.appid,
+                                self._store_update(
+                                    record, decide_timeout(record, now, self.policy)
+                                ),
+                            )
+                            for record in overdue
+                        ]
                     )
                 self.stats.reports_timed_out += len(overdue)
                 log.warning(
@@ -792,57 +696,6 @@ class Pipeline:
         except StoreError as exc:
             log.error("looking for overdue delivery reports: store error: %s", exc)
         self._next_sweep = trio.current_time() + self._sweep_interval_s
-
-    def _timed_out(self, record: MessageRecord, now: int) -> MessageUpdate:
-        return self._failed(
-            record,
-            record.attempts,
-            now,
-            STAT_UNKNOWN,
-            f"no delivery report within {self.config.report_timeout:g} s",
-            carrier_stat=None,
-            carrier_msgid=record.carrier_msgid,
-        )
-
-    def _report_update(
-        self, match: PartMatch, now: int, *, error: str | None = None
-    ) -> MessageUpdate:
-        """The update for the report of `match.part` (as recorded): a step while other parts
-        have not reported, else the message's final outcome. `error` is the report's text
-        (only a live report has one: the store keeps the part's stat, not its text)."""
-        message = match.message
-        part = match.part
-        part_id = part.carrier_msgid
-        part_stat = part.stat if part.stat is not None else STAT_UNKNOWN
-        attempt = message.attempts
-        sendtime = message.submitted_at_ms or now
-        event = HistoryEvent(
-            EventKind.DELIVERY_REPORT, now, attempt, part_stat, error, carrier_msgid=part_id
-        )
-        part_step = _Step(part.delivered, part_stat, attempt, sendtime, part_id, error)
-        if not match.all_reported:
-            return MessageUpdate(
-                message.id,
-                State.SUBMITTED,
-                event,
-                pushes=self._pushes(message, part_step, final=False),
-            )
-        if match.all_delivered:
-            state, stat, final_error = State.DELIVERED, part_stat, None
-        else:
-            state = State.FAILED
-            stat = match.failed_stat or part_stat
-            final_error = error if not part.delivered else None
-        step = _Step(state is State.DELIVERED, stat, attempt, sendtime, part_id, final_error)
-        return MessageUpdate(
-            message.id,
-            state,
-            event,
-            stat=stat,
-            error=final_error,
-            clear_error=state is State.DELIVERED,
-            pushes=self._pushes(message, step, final=True),
-        )
 
     def _keep_unmatched(self, part_id: str, report: DeliveryReport) -> None:
         now = trio.current_time()
@@ -866,27 +719,54 @@ class Pipeline:
 
     # ------------------------------------------------------------------ outbox
 
-    def _pushes(self, record: MessageRecord, step: _Step, *, final: bool) -> tuple[NewPush, ...]:
+    def _report_update(
+        self, match: PartMatch, now: int, *, error: str | None = None
+    ) -> MessageUpdate:
+        return self._store_update(match.message, decide_report(match, now, error=error))
+
+    def _store_update(self, record: MessageRecord, transition: Transition) -> MessageUpdate:
+        """The store's form of a lifecycle transition: its receipt encoded as outbox items
+        for the app's endpoint."""
+        t = transition
+        return MessageUpdate(
+            t.message_id,
+            t.state,
+            t.event,
+            attempts=t.attempts,
+            next_attempt_at_ms=t.next_attempt_at_ms,
+            carrier_msgid=t.carrier_msgid,
+            part_ids=t.part_ids,
+            submitted_at_ms=t.submitted_at_ms,
+            stat=t.stat,
+            error=t.error,
+            clear_error=t.clear_error,
+            pushes=self._pushes(record, t.receipt),
+        )
+
+    def _pushes(self, record: MessageRecord, receipt: Receipt | None) -> tuple[NewPush, ...]:
         app: AppConfig | None = self._apps.get(record.appid)
-        if app is None or app.receipt_endpoint is None:
+        if receipt is None or app is None or app.receipt_endpoint is None:
             return ()
-        status = PUSH_SUCCESS if step.success else PUSH_FAILURE
+        status = PUSH_SUCCESS if receipt.success else PUSH_FAILURE
         pushes: list[NewPush] = []
-        if final:
-            receipt = ReceiptItem(record.msgid, record.phone, status, step.sendtime, step.stat)
-            pushes.append(NewPush(PushKind.RECEIPT, encode_json(receipt).decode()))
-        if app.status_reports:
-            report = StatusReportItem(
-                record.msgid,
-                record.phone,
-                status,
-                step.sendtime,
-                step.stat,
-                step.attempt,
-                step.carrier_msgid,
-                step.error,
-            )
-            pushes.append(NewPush(PushKind.STATUS_REPORT, encode_json(report).decode()))
+        for kind in outbox_kinds(receipt, status_reports=app.status_reports):
+            item: ReceiptItem | StatusReportItem
+            if kind is PushKind.RECEIPT:
+                item = ReceiptItem(
+                    record.msgid, record.phone, status, receipt.sendtime_ms, receipt.stat
+                )
+            else:
+                item = StatusReportItem(
+                    record.msgid,
+                    record.phone,
+                    status,
+                    receipt.sendtime_ms,
+                    receipt.stat,
+                    receipt.attempt,
+                    receipt.carrier_msgid,
+                    receipt.error,
+                )
+            pushes.append(NewPush(kind, encode_json(item).decode()))
         return tuple(pushes)
 
     async def _apply(self, updates: Sequence[tuple[str, MessageUpdate]]) -> None:

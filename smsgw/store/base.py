@@ -32,7 +32,6 @@ All times are integers: milliseconds since the epoch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Protocol
 
 import attrs
@@ -40,43 +39,15 @@ import trio
 
 from smsgw.carriers.base import MobileOriginated
 
-
-class State(StrEnum):
-    ACCEPTED = "accepted"  # waiting: due now, or retry-after when next_attempt_at is ahead
-    SCHEDULED = "scheduled"  # waiting: the merchant asked for a later send time
-    QUEUED = "queued"  # claimed by the dispatcher, in the gateway's memory
-    SUBMITTING = "submitting"  # handed to the carrier, no answer yet
-    SUBMITTED = "submitted"  # accepted by the operator, waiting for its delivery report
-    DELIVERED = "delivered"  # final
-    FAILED = "failed"  # final
-
-
-WAITING_STATES: frozenset[State] = frozenset({State.ACCEPTED, State.SCHEDULED})
-FINAL_STATES: frozenset[State] = frozenset({State.DELIVERED, State.FAILED})
-
-
-class EventKind(StrEnum):
-    """The event kinds smsgw writes (`Event.kind` is a plain str, so others may be added)."""
-
-    ACCEPTED = "accepted"  # stored from an A001 (the message's accepted time: always first)
-    SUBMITTED = "submitted"  # the operator accepted an attempt
-    ATTEMPT_FAILED = "attempt_failed"  # an attempt failed (temporary, permanent, throttled)
-    DELIVERY_REPORT = "delivery_report"  # the operator's report arrived
-    FINAL = "final"  # the gateway decided the final outcome (e.g. retries exhausted)
-    RECOVERED = "recovered"  # decided after a crash (an in-doubt SUBMITTING row)
-    SUBMITTING = "submitting"  # an attempt is about to be handed to the carrier
-    REQUEUED = "requeued"  # claimed but not sent: put back to waiting at a pipeline stop
-
-
-class PushState(StrEnum):
-    PENDING = "pending"
-    DONE = "done"
-    ABANDONED = "abandoned"
-
-
-class PushKind(StrEnum):
-    RECEIPT = "A002"
-    STATUS_REPORT = "A003"
+# The lifecycle's names, re-exported: they were defined here before smsgw.lifecycle.
+from smsgw.lifecycle import FINAL_STATES as FINAL_STATES
+from smsgw.lifecycle import OWNED_STATES as OWNED_STATES
+from smsgw.lifecycle import WAITING_STATES as WAITING_STATES
+from smsgw.lifecycle import Event as Event
+from smsgw.lifecycle import EventKind as EventKind
+from smsgw.lifecycle import PushKind as PushKind
+from smsgw.lifecycle import PushState as PushState
+from smsgw.lifecycle import State as State
 
 
 class StoreError(Exception):
@@ -132,18 +103,6 @@ class MessageRecord:
     carrier_msgid: str | None
     stat: str | None
     error: str | None
-
-
-@attrs.frozen
-class Event:
-    """One step of a message's history (also the source of A003 items)."""
-
-    kind: str  # an EventKind value, usually
-    at_ms: int
-    attempt: int  # 0 before the first attempt (the "accepted" event)
-    stat: str | None = None
-    error: str | None = None
-    carrier_msgid: str | None = None
 
 
 @attrs.frozen
