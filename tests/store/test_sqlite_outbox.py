@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from smsgw.lifecycle import Receipt
 from smsgw.store import (
     Event,
     EventKind,
     MessageUpdate,
-    NewPush,
+    PushKind,
     PushRecord,
     PushState,
     SqliteStore,
     State,
 )
-from tests.store.conftest import NOW, new_message
+from tests.store.conftest import NOW, OWNER, new_message
 
 RETRY = 60_000
 
@@ -26,19 +25,19 @@ async def final_with_pushes(
 ) -> list[PushRecord]:
     """Store a message, claim it, fail it finally with one push per kind; return the pushes."""
     assert await store.insert_messages([new_message(msgid, appid=appid)], NOW) == [True]
-    (row,) = [m for m in await store.claim_due(NOW, 100) if m.msgid == msgid]
-    pushes = tuple(
-        NewPush(kind, json.dumps({"msgid": msgid, "kind": kind})) for kind in kinds.split(",")
-    )
+    (row,) = [m for m in await store.claim_due(NOW, 100, owner=OWNER) if m.msgid == msgid]
+    receipt = Receipt(True, False, "NO_RETRY", 1, at_ms - 1, error=msgid)
     await store.apply(
         [
+            MessageUpdate(row.id, State.SUBMITTING, Event(EventKind.SUBMITTING, at_ms - 1, 1)),
             MessageUpdate(
                 row.id,
                 State.FAILED,
                 Event(EventKind.FINAL, at_ms, 1, "NO_RETRY"),
                 stat="NO_RETRY",
-                pushes=pushes,
-            )
+                receipt=receipt,
+                pushes=tuple(PushKind(kind) for kind in kinds.split(",")),
+            ),
         ]
     )
     (history,) = await store.history(msgid, appid)
@@ -54,7 +53,8 @@ async def test_pushes_become_due_in_order(store: SqliteStore) -> None:
     assert await store.next_push_due_at("other") is None
     due = await store.due_pushes("app1", NOW, 10)
     assert due == pushes
-    assert json.loads(due[0].body) == {"msgid": "m1", "kind": "A003"}
+    assert (due[0].msgid, due[0].phone) == ("m1", "+8613800000000")
+    assert due[0].receipt == Receipt(True, False, "NO_RETRY", 1, NOW - 1, error="m1")
     assert await store.due_pushes("app1", NOW, 1) == pushes[:1]
     assert await store.due_pushes("app1", NOW - 1, 10) == []
     with pytest.raises(ValueError):
@@ -133,8 +133,7 @@ async def test_due_pushes_oldest_first_across_messages(store: SqliteStore) -> No
     assert [p.id for p in due] == [early[0].id, late[0].id]
 
 
-async def test_recover_keeps_pushes_pending(store: SqliteStore) -> None:
+async def test_reclaim_keeps_pushes_pending(store: SqliteStore) -> None:
     await final_with_pushes(store, "m1", kinds="A002,A003")
-    report = await store.recover(NOW)
-    assert report.pending_pushes == 2
+    await store.reclaim("someone", NOW)
     assert len(await store.due_pushes("app1", NOW, 10)) == 2
