@@ -92,7 +92,6 @@ from smsgw.store.base import (
 log = logging.getLogger("smsgw.pipeline")
 
 POLL_INTERVAL_S: Final = 1.0  # the dispatcher looks at the store at least this often
-RECORD_TIMEOUT_S: Final = 10.0  # an outcome write is shielded from cancellation this long
 STORE_RETRY_S: Final = 1.0  # a write that failed is tried again after this
 RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply
 REPORT_BATCH: Final = 256  # reports recorded together (one group commit)
@@ -133,13 +132,12 @@ class PipelineStats:
     reports_timed_out: int = 0  # messages failed for want of a report (report_timeout)
 
 
-_Outcome = tuple[str, MessageUpdate]  # (appid, update) of a decided submit
-
-
-def _finishing(seconds: float) -> trio.CancelScope:
-    """Shield a write that records what already happened from a shutdown's cancellation,
-    for a bounded time (a scope to enter; plain, not a generator: it runs per message)."""
-    return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
+def _finishing() -> trio.CancelScope:
+    """Shield a write that records what already happened from a shutdown's cancellation.
+    No deadline: a write cut short would leave it unknown whether it committed; the store
+    answers every write (committed, or an error once its busy timeout is spent), and only
+    the waits between retries are cancelled."""
+    return trio.CancelScope(shield=True)
 
 
 class Pipeline:
@@ -477,7 +475,7 @@ class Pipeline:
         updates = [attempt] if previous is None else [previous, attempt]
         try:
             # Shielded: the outcome records what already happened.
-            with _finishing(RECORD_TIMEOUT_S):
+            with _finishing():
                 results = await self._apply(updates)
         except StoreError as exc:
             log.error("message %d: store error, not sent: %s", record.id, exc)
@@ -545,7 +543,7 @@ class Pipeline:
                     break
             self.stats.reports += len(batch)
             try:
-                with _finishing(RECORD_TIMEOUT_S):
+                with _finishing():
                     await self._process_reports(batch)
             except StoreError as exc:
                 # What failed is kept (_unrecorded, _unapplied) and tried again.
@@ -664,7 +662,7 @@ class Pipeline:
             overdue = await self.store.overdue_submitted(submitted_before, REPORT_SWEEP_BATCH)
             if not overdue:
                 break
-            with _finishing(RECORD_TIMEOUT_S):
+            with _finishing():
                 results = await self._apply(
                     [
                         self._with_pushes(record.appid, decide_timeout(record, now, self.policy))
@@ -716,7 +714,7 @@ class Pipeline:
         retry = RetryLog(log, what)
         while True:
             try:
-                with _finishing(RECORD_TIMEOUT_S):
+                with _finishing():
                     results = await self._apply(updates)
             except StoreError as exc:
                 retry.failed(exc)

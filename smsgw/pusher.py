@@ -26,7 +26,7 @@ import trio
 from smsgw.client import ClientError, OpenStream, exchange
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config
-from smsgw.lease import Lease
+from smsgw.lease import Lease, RetryLog
 from smsgw.lifecycle import PushKind
 from smsgw.protocol.framing import ProtocolError, response_command
 from smsgw.protocol.messages import (
@@ -141,6 +141,7 @@ class Pusher:
 
     async def _serve_app(self, app: AppConfig) -> None:
         appid = app.appid
+        retry = RetryLog(log, f"pushes of app {appid}")
         while not self._stopping:
             # Reset before looking, so a wake() during the round is not lost.
             self._wakes[appid] = trio.Event()
@@ -154,9 +155,10 @@ class Pusher:
                     continue  # more may be due right away
                 next_due = await self.store.next_push_due_at(appid)
             except StoreError as exc:
-                log.error("pushes of app %s: store error: %s", appid, exc)
+                retry.failed(exc)
                 await trio.sleep(STORE_RETRY_S)
                 continue
+            retry.succeeded()
             deadline = trio.current_time() + POLL_INTERVAL_S
             if next_due is not None:
                 # +1 ms: at that trio time the wall clock reads next_due even after rounding.
@@ -188,7 +190,7 @@ class Pusher:
         if error is None:
             stats.acknowledged += 1
             stats.items_done += len(batch)
-            await self.store.record_push_result(
+            await self._record(
                 [push.id for push in batch], True, None, now, self.config.push_attempts, now
             )
             return True
@@ -199,7 +201,7 @@ class Pusher:
             by_sends[push.attempts + 1].append(push)
         for sends, pushes in sorted(by_sends.items()):
             retry_at = now + int(push_backoff_s(sends, self.config.push_backoff) * 1000)
-            await self.store.record_push_result(
+            await self._record(
                 [push.id for push in pushes],
                 False,
                 error,
@@ -220,6 +222,30 @@ class Pusher:
                 )
         log.info("app %s: %s push of %d items failed: %s", app.appid, kind, len(batch), error)
         return True
+
+    async def _record(
+        self,
+        push_ids: Sequence[int],
+        ok: bool,
+        error: str | None,
+        now_ms: int,
+        max_attempts: int,
+        retry_at_ms: int,
+    ) -> None:
+        """Record a send's result, retried until it commits: the items went out, and not
+        recording it would send them to the merchant again."""
+        retry = RetryLog(log, f"recording {len(push_ids)} push results")
+        while True:
+            try:
+                await self.store.record_push_result(
+                    push_ids, ok, error, now_ms, max_attempts, retry_at_ms
+                )
+            except StoreError as exc:
+                retry.failed(exc)
+                await trio.sleep(STORE_RETRY_S)
+                continue
+            retry.succeeded()
+            return
 
     async def _send(self, app: AppConfig, kind: str, batch: Sequence[PushRecord]) -> str | None:
         """Push one frame; None when acknowledged, else why it failed."""
