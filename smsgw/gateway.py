@@ -1,7 +1,7 @@
 """The gateway: one Trio nursery tree, each part owning its tasks (DESIGN.md §2).
 
 Start-up order: store (and the metrics endpoint, up until the store closes), carrier,
-pusher, pipeline (which first decides the submits left in doubt by a crash), listener. A
+pusher, pipeline (which first reclaims what lost owners left: smsgw.lease), listener. A
 graceful shutdown goes the other way round, all within one `shutdown_grace` from the
 request: the listener stops accepting and finishes the requests in hand; the pipeline stops
 claiming and its senders finish (and record) the submits in flight; the pusher finishes its
