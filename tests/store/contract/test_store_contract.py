@@ -286,3 +286,38 @@ async def test_the_outbox_keeps_receipt_facts(store: Store) -> None:
         "+8613800000000",
         update.receipt,
     )
+
+
+async def test_a_report_racing_its_parts_is_matched_exactly_once(
+    open_backend: OpenStore,
+) -> None:
+    """Reports recorded on one store while another records the parts they are for: each
+    report is matched once, in whichever transaction comes second (never lost between the
+    two, never matched twice)."""
+    link, sender = await open_backend(), await open_backend()
+    count = 60
+    rows = await claimed(sender, *(f"m{n:02d}" for n in range(count)))
+    sent = [await sending(sender, row) for row in rows]
+    matched_live: list[str] = []
+    matched_early: list[str] = []
+
+    async def report_all() -> None:
+        for n in range(count):
+            (match,) = await link.record_part_reports(
+                [PartReport(f"c{n:02d}", True, "DELIVRD", NOW + 9)], NOW + 9
+            )
+            if match is not None:
+                assert not match.duplicate
+                matched_live.append(match.part.carrier_msgid)
+
+    async def record_parts() -> None:
+        for n, record in enumerate(sent):
+            (result,) = await sender.apply([accepted(record, f"c{n:02d}")])
+            assert result.applied
+            matched_early.extend(m.part.carrier_msgid for m in result.early_reports)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(report_all)
+        nursery.start_soon(record_parts)
+    assert sorted(matched_live + matched_early) == [f"c{n:02d}" for n in range(count)]
+    assert await link.expire_early_reports(NOW + 10**9, 1000) == 0  # none left behind
