@@ -102,6 +102,7 @@ class Config:
     max_retries: int = 3
     retry_backoff: float = 10.0
     report_timeout: float = 3 * 86400.0
+    lease: float = 30.0  # an owner's claims outlive it this long (smsgw.lease)
     retention: float | None = 30 * 86400.0  # None: keep every row forever
     read_timeout: float = 10.0
     idle_timeout: float = 30.0
@@ -369,6 +370,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     read("SMSGW_MAX_RETRIES", "max_retries", _int_at_least(0, 100))
     read("SMSGW_RETRY_BACKOFF", "retry_backoff", _positive_duration)
     read("SMSGW_REPORT_TIMEOUT", "report_timeout", _positive_duration)
+    read("SMSGW_LEASE", "lease", _positive_duration)
     read("SMSGW_RETENTION", "retention", _retention)
     read("SMSGW_READ_TIMEOUT", "read_timeout", _positive_duration)
     read("SMSGW_IDLE_TIMEOUT", "idle_timeout", _positive_duration)

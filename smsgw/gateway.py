@@ -21,6 +21,7 @@ from smsgw.carriers.base import Carrier, ReceivedMo, ReceivesMo
 from smsgw.clock import WallClock
 from smsgw.config import Config, ConfigError, Endpoint
 from smsgw.inbox import store_inbound
+from smsgw.lease import Lease
 from smsgw.metrics import MetricsServer
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
@@ -83,8 +84,10 @@ class Gateway:
         self.store = store or store_from_config(config)
         self.carrier = carrier or carrier_from_config(config, self.clock)
         self.server = Server(config, self.store, self.clock)
-        self.pipeline = Pipeline(config, self.store, self.carrier, self.clock)
-        self.pusher = Pusher(config, self.store, self.clock)
+        # This process's owner of the rows it claims and the outboxes it pushes.
+        self.lease = Lease(self.store, self.clock, config.lease)
+        self.pipeline = Pipeline(config, self.store, self.carrier, self.clock, lease=self.lease)
+        self.pusher = Pusher(config, self.store, self.clock, lease=self.lease)
         self.server.on_stored = self.pipeline.wake
         self.pipeline.on_pushes = self.pusher.wake
         if isinstance(self.store, WakeSource):  # other gateways' commits on a shared store
@@ -141,6 +144,8 @@ class Gateway:
             else:
                 inbox_done.set()
             async with trio.open_nursery() as upstream:
+                # Released when upstream ends, while the store still runs.
+                await upstream.start(self.lease.run)
                 await upstream.start(self.carrier.run)
                 async with trio.open_nursery() as pushing:
                     await pushing.start(self.pusher.run)
