@@ -16,6 +16,7 @@ import trio
 from smsgw.client import submit
 from tests.e2e.delivery_support import wait_until
 from tests.gateway_process import base_env, gateway_process, run_cli
+from tests.http_client import http, samples
 from tests.pg_cluster import Cluster
 
 
@@ -38,7 +39,11 @@ def item(msgid: str) -> dict[str, Any]:
 
 
 async def test_serve_send_status_inbox_on_postgresql(tmp_path: Path, pg_url: str) -> None:
-    settings = {"SMSGW_DB": pg_url, "SMSGW_CARRIER": "sim://?fail=0&dlr_delay=0"}
+    settings = {
+        "SMSGW_DB": pg_url,
+        "SMSGW_CARRIER": "sim://?fail=0&dlr_delay=0",
+        "SMSGW_METRICS": "127.0.0.1:0",
+    }
     async with gateway_process(tmp_path, settings) as gw:
         assert "store: postgresql://" in await gw.output_line("store:")
         reply = await submit(gw.address, "demo", "demo-secret", [item("pg-1")], timeout=20)
@@ -55,6 +60,11 @@ async def test_serve_send_status_inbox_on_postgresql(tmp_path: Path, pg_url: str
         assert "你好" in shown.stdout.decode()
         inbox = await run_cli(["inbox"], env)
         assert inbox.returncode == 0, inbox.stderr
+        metrics_port = await gw.metrics_port()
+        assert (await http(metrics_port, "GET", "/healthz")).status == 200
+        scraped = samples((await http(metrics_port, "GET", "/metrics")).body)
+        assert scraped[("smsgw_store_commits_total", ())] >= 3  # accept, claim, outcome...
+        assert scraped[("smsgw_messages", (("state", "delivered"),))] == 1
     assert gw.process.returncode == 0
 
 
