@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def main() -> None:
         help="SMSGW_DB (default: SQLite in a temporary directory), or"
         " 'postgres' for a throwaway PostgreSQL",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="also measure this many gateways on the one database (the load split among them)"
+        " against one: the scaling factor",
+    )
     args = parser.parse_args()
     # Scheduled a day ahead: the gateway stores them but its pipeline stays idle, so this
     # measures the accept path alone (bench/pipeline.py measures sending).
@@ -90,6 +98,7 @@ def main() -> None:
             rss = gateway.peak_rss_mib()
         finally:
             code = gateway.stop()
+        several = several_gateways(args, db_url, workdir, sendtime) if args.gateways > 1 else None
 
     ratio = single.per_second / base.per_second
     postgres = not db_url.startswith("sqlite:")
@@ -112,6 +121,44 @@ def main() -> None:
             f"({result.requests} ok, {result.errors} errors)"
         )
     print(f"gateway peak RSS: {rss:.1f} MiB; exit code after SIGTERM: {code}")
+    if several is not None:
+        print(
+            f"{args.gateways} gateways on one database, 1 item a request: {several:9.0f} req/s"
+            f" (one: {single.per_second:.0f}); scaling factor {several / single.per_second:.2f}"
+        )
+
+
+def several_gateways(args: argparse.Namespace, db_url: str, workdir: Path, sendtime: int) -> float:
+    """Requests/s of `args.gateways` gateways on one database, the same load split among them."""
+    gateways = [
+        start_server(
+            [python(), "-m", "smsgw", "serve"], gateway_env(db_url, args.log_level), workdir
+        )
+        for _ in range(args.gateways)
+    ]
+    results: list[float] = []
+    try:
+        workers = max(1, args.workers // args.gateways)
+
+        def drive(port: int) -> None:
+            load = closed_loop(
+                port,
+                workers=workers,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+                sendtime=sendtime,
+            )
+            results.append(load.per_second)
+
+        threads = [threading.Thread(target=drive, args=(g.port,)) for g in gateways]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    return sum(results)
 
 
 if __name__ == "__main__":

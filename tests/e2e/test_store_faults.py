@@ -30,7 +30,8 @@ import pytest
 import trio
 
 from tests.e2e.delivery_support import all_settled, by_pair, query, wait_until
-from tests.e2e.test_smpp import Sms, marker_of, smpp_gateway
+from tests.e2e.operator_support import Sms
+from tests.e2e.test_smpp import marker_of, smpp_gateway
 from tests.gateway_process import GatewayProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -1,21 +1,24 @@
-"""Two `smsgw serve` on one SQLite file and one SMSC that sends each delivery report to any
-live bind of the system_id: one gateway is killed with `kill -9` mid-load. The survivor
-takes over what the dead one held (a short SMSGW_LEASE; a dead local pid is seen at once)
-and matches its reports: every message ends final, with exactly one A002 decided, and no
-verification code reaches the operator twice."""
+"""Two `smsgw serve` on one store (an SQLite file, a PostgreSQL database) and one SMSC that
+sends each delivery report to any live bind of the system_id: one gateway is killed with
+`kill -9` mid-load. The survivor takes over what the dead one held (a short SMSGW_LEASE; a
+dead local pid is seen at once) and matches its reports: every message ends final, with
+exactly one A002 decided, and no verification code reaches the operator twice."""
 
 from __future__ import annotations
 
 import signal
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from smsgw.client import submit
 from smsgw.protocol.status import Status
-from tests.e2e.delivery_support import query
-from tests.e2e.test_smpp import APPID, FAST_GATEWAY, SECRET, Sms, marker_of, smpp_url
+from tests.e2e.delivery_support import query as sqlite_query
+from tests.e2e.operator_support import FAST_GATEWAY, Sms
+from tests.e2e.test_smpp import APPID, SECRET, marker_of, smpp_url
 from tests.gateway_process import gateway_process
 from tests.listen_process import listen_process
 from tests.smsc_process import running_smsc
@@ -23,13 +26,28 @@ from tests.smsc_process import running_smsc
 COUNT = 300
 
 
-async def test_kill_9_of_one_of_two_gateways_on_one_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_kill_9_of_one_of_two_gateways_on_one_store(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     messages = [
         Sms(f"k{n:03d}", f"8613700{n:06d}", f"Two gateways k{n:03d}", msgtype=1 + n % 2)
         for n in range(COUNT)
     ]
     by_msgid = {sms.msgid: sms for sms in messages}
-    db = tmp_path / "shared.db"
+    if backend == "postgresql":
+        db_url: str = request.getfixturevalue("pg_url")
+    else:
+        db_url = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    def query(sql: str) -> list[Any]:
+        if backend == "sqlite":
+            return sqlite_query(tmp_path / "shared.db", sql)
+        import psycopg
+
+        with psycopg.connect(db_url) as conn:
+            return conn.execute(sql.encode()).fetchall()
+
     # 20 ms a submit keeps each window busy; reports 0.3 s later: many are still to come
     # when the kill lands, and go to the survivor's bind.
     async with (
@@ -39,7 +57,7 @@ async def test_kill_9_of_one_of_two_gateways_on_one_store(tmp_path: Path) -> Non
         env = {
             "SMSGW_APPS": f"{APPID}:{SECRET}@{merchant.address}",
             "SMSGW_CARRIER": smpp_url(smsc),
-            "SMSGW_DB": f"sqlite:///{db}",
+            "SMSGW_DB": db_url,
             "SMSGW_LEASE": "2s",
             **FAST_GATEWAY,
         }
@@ -69,7 +87,7 @@ async def test_kill_9_of_one_of_two_gateways_on_one_store(tmp_path: Path) -> Non
     assert killed_at < COUNT, "the kill came after every submit: nothing was mid-load"
     rows = {
         msgid: (state, stat)
-        for msgid, state, stat in query(db, "SELECT msgid, state, stat FROM messages")
+        for msgid, state, stat in query("SELECT msgid, state, stat FROM messages")
     }
     assert len(rows) == COUNT
     assert {state for state, _ in rows.values()} <= {"delivered", "failed"}, Counter(
@@ -79,7 +97,6 @@ async def test_kill_9_of_one_of_two_gateways_on_one_store(tmp_path: Path) -> Non
     decided = Counter(
         msgid
         for (msgid,) in query(
-            db,
             "SELECT m.msgid FROM pushes p JOIN messages m ON m.id = p.message_id"
             " WHERE p.kind = 'A002'",
         )
@@ -111,14 +128,15 @@ async def test_kill_9_of_one_of_two_gateways_on_one_store(tmp_path: Path) -> Non
     assert taken_over, "no report of the dead gateway's submits reached the survivor"
     matched = {
         msgid
-        for msgid, carrier_msgid in query(db, "SELECT msgid, carrier_msgid FROM messages")
+        for msgid, carrier_msgid in query("SELECT msgid, carrier_msgid FROM messages")
         if carrier_msgid in taken_over
     }
     assert matched and all(rows[msgid] == ("delivered", "DELIVRD") for msgid in matched)
     unknown = sum(stat == "UNKNOWN" for _, stat in rows.values())
     print(
-        f"two gateways, one killed after {killed_at} submits: {len(taken_over)} of its reports"
-        f" matched by the survivor, {unknown} codes failed UNKNOWN, {duplicates} duplicate A002"
+        f"{backend}: two gateways, one killed after {killed_at} submits: {len(taken_over)} of"
+        f" its reports matched by the survivor, {unknown} codes failed UNKNOWN,"
+        f" {duplicates} duplicate A002"
     )
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from smsgw.store import SqliteStore, Store
+from smsgw.store import SqliteStore, Store, open_store
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 OpenStore = Callable[[], Awaitable[Store]]
 
@@ -30,6 +30,8 @@ async def open_backend(
     async def _open() -> Store:
         if request.param == "sqlite":
             store: Store = SqliteStore(str(tmp_path / "contract.db"))
+        elif request.param == "postgresql":
+            store = open_store(request.getfixturevalue("pg_url"))
         else:  # pragma: no cover - a backend without its branch
             raise AssertionError(f"no contract fixture for backend {request.param!r}")
         await nursery.start(store.run)
