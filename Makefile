@@ -52,6 +52,7 @@ bench: $(STAMP) $(SMSC_STAMP)
 	$(BIN)/python bench/accept.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/smpp.py
+	$(BIN)/python bench/cmpp.py
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info $(SMSC)/node_modules

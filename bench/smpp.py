@@ -28,13 +28,8 @@ submit, receipt).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-import socket
 import sys
 import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -42,13 +37,18 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import APPID, SECRET, frame_for
-from tests.gateway_process import GatewayProcess, gateway_process
+from bench.carrier_run import (
+    GatewayResult,
+    GatewayRun,
+    PeerCounters,
+    parse_args,
+    run_gateway,
+)
 from tests.smsc_process import Smsc, SmscError, run_blast, running_smsc
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-POLL_S = 0.02  # how often the SMSC's counters are read while a run goes
-RUN_TIMEOUT_S = 120.0  # a run that has not finished by then is reported as stuck
+SMSC_COUNTERS = PeerCounters(
+    submits="submit_sm", accepted="submit_ok", reports_answered="deliver_sm_ok", links="binds"
+)
 
 
 @attrs.frozen
@@ -69,130 +69,35 @@ class Scenario:
             return "for reference"
         return "target >= 0.5" if self.binds == 1 else f"target: above 1 bind at {self.window}"
 
-
-@attrs.frozen
-class GatewayResult:
-    scenario: Scenario
-    messages: int
-    submit_seconds: float  # first to last submit_sm of the run at the SMSC
-    cpu_seconds: float  # the gateway's utime + stime over the whole run
-    senders: int
-    refused: int  # submit_sm the SMSC did not accept (throttled/failed): should be 0
-
-    @property
-    def per_second(self) -> float:
-        return self.messages / self.submit_seconds
+    def run(self, smsc: Smsc) -> GatewayRun:
+        url = (
+            f"smpp://smsgw:secret@127.0.0.1:{smsc.port}"
+            f"?window={self.window}&binds={self.binds}&enquire_link=0"
+            f"&registered_delivery={int(self.receipts)}"
+        )
+        return GatewayRun(url, links=self.binds, window=self.window, reports=self.receipts)
 
 
-# -- the load process -------------------------------------------------------------------------
-
-
-def _submit_batches(args: tuple[int, int, int, int]) -> int:
-    """Runs in its own process: `batches` A001 requests of `items` each, one connection
-    a request, one after the other. Returns how many items were accepted."""
-    port, worker, batches, items = args
-    accepted = 0
-    for n in range(batches):
-        frame = frame_for(worker, n, items, int(time.time() * 1000))
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            sock.sendall(frame)
-            received = bytearray()
-            while chunk := sock.recv(65536):
-                received += chunk
-        if received[10:40].startswith(b'{"status":"0"'):
-            accepted += items
-    return accepted
-
-
-# -- measuring ---------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (fields 14 and 15 of /proc/PID/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-async def wait_counter(smsc: Smsc, name: str, target: int, timeout: float) -> None:
-    deadline = trio.current_time() + timeout
-    while (await smsc.stats())[name] < target:
-        if trio.current_time() > deadline:
-            raise SmscError(f"SMSC counter {name} did not reach {target} within {timeout:g} s")
-        await trio.sleep(POLL_S)
-
-
-async def run_gateway(
+async def run_scenario(
     smsc: Smsc, workdir: Path, scenario: Scenario, *, messages: int, batch: int
 ) -> GatewayResult:
-    url = (
-        f"smpp://smsgw:secret@127.0.0.1:{smsc.port}"
-        f"?window={scenario.window}&binds={scenario.binds}&enquire_link=0"
-        f"&registered_delivery={int(scenario.receipts)}"
+    return await run_gateway(
+        smsc, SMSC_COUNTERS, workdir, scenario.run(smsc), messages=messages, batch=batch
     )
-    env = {
-        "SMSGW_APPS": f"{APPID}:{SECRET}",
-        "SMSGW_CARRIER": url,
-        "SMSGW_MAX_BATCH": str(max(batch, 1000)),
-        "SMSGW_LOG_LEVEL": os.environ.get("SMSGW_LOG_LEVEL", "info"),
-    }
-    before = await smsc.stats()
-    async with gateway_process(workdir, env) as gateway:
-        await wait_counter(smsc, "binds", before["binds"] + scenario.binds, 10)
-        senders = scenario.window * scenario.binds  # the pipeline's, for a windowed carrier
-        return await _measure(smsc, gateway, scenario, before, messages, batch, senders)
 
 
-async def _measure(
-    smsc: Smsc,
-    gateway: GatewayProcess,
-    scenario: Scenario,
-    before: dict[str, int],
-    messages: int,
-    batch: int,
-    senders: int,
-) -> GatewayResult:
-    cpu_before = cpu_seconds(gateway.process.pid)
-    base = before["submit_sm"]
-    target = base + messages
-    context = multiprocessing.get_context("spawn")
-    first: tuple[float, int] | None = None
-    with ProcessPoolExecutor(1, mp_context=context) as pool:
-        job = pool.submit(_submit_batches, (gateway.port, 1, messages // batch, batch))
-        with trio.fail_after(RUN_TIMEOUT_S):
-            while True:
-                stats = await smsc.stats()
-                now = trio.current_time()
-                if first is None and stats["submit_sm"] > base:
-                    first = (now, stats["submit_sm"])
-                if stats["submit_sm"] >= target:
-                    break
-                if job.done() and job.exception() is not None:
-                    raise RuntimeError("the load process failed") from job.exception()
-                await trio.sleep(POLL_S)
-        last = now
-        accepted = await trio.to_thread.run_sync(job.result)
-    if accepted != messages:
-        raise RuntimeError(f"only {accepted} of {messages} items were accepted")
-    assert first is not None
-    if scenario.receipts:
-        # Every receipt acknowledged by the gateway.
-        await wait_counter(smsc, "deliver_sm_ok", before["deliver_sm_ok"] + messages, 60)
-    await trio.sleep(0.3)  # the last outcomes' store commit
-    cpu = cpu_seconds(gateway.process.pid) - cpu_before
-    after = await smsc.stats()
-    # The first poll saw some submits already: time only the ones after it.
-    seconds = max(last - first[0], POLL_S)
-    measured = target - first[1]
-    return GatewayResult(
-        scenario=scenario,
-        messages=measured,
-        submit_seconds=seconds,
-        cpu_seconds=cpu,
-        senders=senders,
-        refused=(after["submit_sm"] - after["submit_ok"])
-        - (before["submit_sm"] - before["submit_ok"]),
+async def blast_ceiling(smsc: Smsc, count: int, window: int, receipts: bool = True) -> float:
+    """blast.js's rate: the SMSC's own capacity for one transceiver bind."""
+    result = await run_blast(
+        smsc.port,
+        count=count,
+        window=window,
+        bind="transceiver",
+        registered_delivery=int(receipts),
     )
+    if result.ok != result.submits:
+        raise SmscError(f"blast.js: {result.failed} of {result.submits} refused")
+    return result.per_second
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -207,20 +112,11 @@ SCENARIOS = (
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: list[GatewayResult] = []
+    results: list[tuple[Scenario, GatewayResult]] = []
     async with running_smsc(quiet=True, dlr_delay=0.0) as smsc:
 
         async def blast(window: int, receipts: bool = True) -> float:
-            result = await run_blast(
-                smsc.port,
-                count=args.blast,
-                window=window,
-                bind="transceiver",
-                registered_delivery=int(receipts),
-            )
-            if result.ok != result.submits:
-                raise SmscError(f"blast.js: {result.failed} of {result.submits} refused")
-            return result.per_second
+            return await blast_ceiling(smsc, args.blast, window, receipts)
 
         wide = await blast(64)
         narrow = await blast(10)
@@ -228,14 +124,14 @@ async def main(args: argparse.Namespace) -> None:
         ceiling_no_receipts = await blast(64, receipts=False)
         with tempfile.TemporaryDirectory() as tmp:
             for index, scenario in enumerate(SCENARIOS):
-                result = await run_gateway(
+                result = await run_scenario(
                     smsc,
                     Path(tmp) / f"run{index}",
                     scenario,
                     messages=args.messages,
                     batch=args.batch,
                 )
-                results.append(result)
+                results.append((scenario, result))
         # The same SMSC after the gateway runs: a drift says the machine was busy meanwhile.
         ceiling_after = max(await blast(64), await blast(10))
 
@@ -245,29 +141,11 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'  window 64 / window 10:':46}{wide:9.0f} / {narrow:.0f} submit_sm/s")
     print(f"{'  the same after the gateway runs:':46}{ceiling_after:9.0f} submit_sm/s")
     print(f"{'  without receipts, window 64:':46}{ceiling_no_receipts:9.0f} submit_sm/s")
-    for result in results:
-        scenario = result.scenario
+    for scenario, result in results:
         top = ceiling if scenario.receipts else ceiling_no_receipts
-        per_message_us = result.cpu_seconds / args.messages * 1e6
-        print(
-            f"{scenario.name + ':':46}{result.per_second:9.0f} submit_sm/s  "
-            f"ratio {result.per_second / top:4.2f} ({scenario.target})  "
-            f"CPU {per_message_us:4.0f} us/message  "
-            f"[senders={result.senders}, refused={result.refused}]"
-        )
+        print(f"{scenario.name + ':':46}{result.describe(top, 'submit_sm/s', scenario.target)}")
     print(f"{args.messages} messages a gateway run, in A001 batches of {args.batch}")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10_000, help="messages per gateway run")
-    parser.add_argument("--batch", type=int, default=500, help="items per A001 request")
-    parser.add_argument("--blast", type=int, default=20_000, help="submit_sm per ceiling run")
-    args = parser.parse_args()
-    if args.messages % args.batch:
-        parser.error("--messages must be a multiple of --batch")
-    return args
-
-
 if __name__ == "__main__":
-    trio.run(main, parse_args())
+    trio.run(main, parse_args(__doc__))
