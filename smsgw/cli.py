@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 from smsgw import __version__
@@ -34,7 +35,8 @@ from smsgw.protocol.framing import LengthStyle
 from smsgw.protocol.messages import converter
 from smsgw.protocol.status import Status
 from smsgw.pusher import encode_item
-from smsgw.store.base import InboundRecord, MessageHistory, Store
+from smsgw.records import InboundRecord
+from smsgw.store.base import MessageHistory, Store
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -384,11 +386,12 @@ def _inbound_json(record: InboundRecord) -> dict[str, Any]:
     mo = record.mo
     return {
         "id": record.id,
-        "from": mo.source_addr,
-        "to": mo.destination_addr,
+        "from": mo.sender,
+        "to": mo.recipient,
         "text": mo.text,
-        "received_at": mo.at_ms,
-        "data_coding": mo.data_coding,
-        "esm_class": mo.esm_class,
-        "udh": mo.udh.hex(),
+        "received_at": mo.received_at_ms,
+        "carrier": mo.carrier,
+        "protocol": mo.protocol,
+        "concat": attrs.asdict(mo.concat) if mo.concat else None,
+        "extra": dict(mo.extra),
     }

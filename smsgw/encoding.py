@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import re
 
+from smsgw.records import Concat
+
 __all__ = [
     "GSM_MULTIPART_SEPTETS",
     "GSM_SINGLE_SEPTETS",
@@ -22,6 +24,7 @@ __all__ = [
     "decode_text",
     "encode_text",
     "split_text",
+    "split_udh",
 ]
 
 GSM_SINGLE_SEPTETS = 160
@@ -245,3 +248,27 @@ def concat_udh(ref: int, total: int, seq: int) -> bytes:
     if not 1 <= seq <= total:
         raise ValueError(f"segment number {seq} is not 1..{total}")
     return bytes((0x05, 0x00, 0x03, ref, total, seq))
+
+
+def split_udh(content: bytes) -> tuple[Concat | None, bytes]:
+    """The concatenation information of user data that starts with a User Data Header
+    (SMPP esm_class UDHI, CMPP TP_udhi = 1) and the text after the header. Both the 8-bit
+    (IE 0x00) and the 16-bit (IE 0x08) reference forms are understood; a UDH without either
+    gives None. A UDH longer than the content is not a UDH: the content is returned whole."""
+    if not content or content[0] + 1 > len(content):
+        return None, content
+    header_end = content[0] + 1
+    payload = content[header_end:]
+    concat = None
+    pos = 1
+    while pos + 2 <= header_end:
+        ie, size = content[pos], content[pos + 1]
+        value = content[pos + 2 : pos + 2 + size]
+        if len(value) != size:
+            break
+        if ie == 0x00 and size == 3 and concat is None:
+            concat = Concat(value[0], value[1], value[2])
+        elif ie == 0x08 and size == 4 and concat is None:
+            concat = Concat((value[0] << 8) | value[1], value[2], value[3])
+        pos += 2 + size
+    return concat, payload

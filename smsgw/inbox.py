@@ -1,5 +1,8 @@
 """Mobile-originated messages (replies from handsets): from the carrier into the store.
 
+Every carrier hands over the same protocol-neutral record (`smsgw.records.MobileOriginated`),
+so nothing here depends on the protocol that brought it.
+
 The operator's deliver_sm is answered only once its MO is stored (`ReceivedMo`): a batch is
 committed, then each MO is marked stored. When the store fails, the batch is marked not
 stored (the operator is asked to send those again) rather than retried here. MOs whose

@@ -10,7 +10,9 @@ from smsgw.encoding import (
     decode_text,
     encode_text,
     split_text,
+    split_udh,
 )
+from smsgw.records import Concat
 
 GSM_BASIC = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -291,3 +293,20 @@ def test_count_matches_the_reference_around_every_part_boundary(wide: str) -> No
         for gap in (0, 1, 2, 65, 66, 150, 151, 152):
             text = narrow * before + wide + narrow * gap + wide + narrow * 40
             assert count_segments(text) == _reference_count(text), (before, gap)
+
+
+@given(st.binary(max_size=300))
+def test_split_udh_never_fails_and_loses_nothing(content: bytes) -> None:
+    concat, payload = split_udh(content)
+    assert content.endswith(payload)
+    header = content[: len(content) - len(payload)]
+    assert header == b"" or len(header) == header[0] + 1  # the whole header, or none
+    if concat is not None:
+        assert header and 0 <= concat.reference <= 0xFFFF
+        assert 0 <= concat.total <= 0xFF and 0 <= concat.seq <= 0xFF
+
+
+@given(st.integers(0, 0xFF), st.integers(1, 0xFF), st.data())
+def test_split_udh_reads_back_concat_udh(ref: int, total: int, data: st.DataObject) -> None:
+    seq = data.draw(st.integers(1, total))
+    assert split_udh(concat_udh(ref, total, seq) + b"text") == (Concat(ref, total, seq), b"text")

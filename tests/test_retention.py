@@ -6,9 +6,9 @@ from pathlib import Path
 
 import trio
 
-from smsgw.carriers.base import MobileOriginated
 from smsgw.clock import WallClock
 from smsgw.config import ConfigError
+from smsgw.records import MobileOriginated
 from smsgw.retention import DELETE_BATCH, SWEEP_INTERVAL_S, Retention
 from smsgw.store import Event, EventKind, MessageUpdate, NewMessage, State
 from tests.conftest import make_config
@@ -26,7 +26,7 @@ async def test_rows_leave_once_past_retention_at_the_next_sweep(
         await finished(store, "m1", clock.now_ms())
         await done_pushes(store)
         await store.insert_inbound(
-            [MobileOriginated("861", "1069", "hi", 0, 0, b"", clock.now_ms())]
+            [MobileOriginated("861", "1069", "hi", clock.now_ms(), "smpp", "smpp")]
         )
         retention = Retention(store, clock, HOUR_S)
         async with trio.open_nursery() as nursery:

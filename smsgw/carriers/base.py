@@ -15,6 +15,19 @@ from typing import Protocol, runtime_checkable
 import attrs
 import trio
 
+from smsgw.records import MobileOriginated
+
+__all__ = [
+    "Carrier",
+    "DeliveryReport",
+    "MobileOriginated",
+    "OutboundSms",
+    "ReceivedMo",
+    "SubmitAccepted",
+    "SubmitError",
+    "SubmitErrorKind",
+]
+
 
 @attrs.frozen
 class OutboundSms:
@@ -55,20 +68,6 @@ class SubmitError(Exception):
 
     def __str__(self) -> str:
         return f"{self.kind.value} {self.stat}: {self.detail}"
-
-
-@attrs.frozen
-class MobileOriginated:
-    """A message from a handset to one of our source addresses (an SMPP deliver_sm / data_sm
-    that is not a receipt; CMPP's MO deliver)."""
-
-    source_addr: str  # the handset
-    destination_addr: str  # our address it was sent to
-    text: str  # decoded by data_coding, without the UDH
-    data_coding: int
-    esm_class: int
-    udh: bytes  # the User Data Header when esm_class has UDHI, else b""
-    at_ms: int  # when the gateway received it: wall-clock ms since the epoch
 
 
 @attrs.define(eq=False)

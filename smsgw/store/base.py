@@ -45,8 +45,6 @@ from typing import Protocol
 import attrs
 import trio
 
-from smsgw.carriers.base import MobileOriginated
-
 # The lifecycle's names, re-exported: they were defined here before smsgw.lifecycle.
 from smsgw.lifecycle import FINAL_STATES as FINAL_STATES
 from smsgw.lifecycle import OWNED_STATES as OWNED_STATES
@@ -57,6 +55,10 @@ from smsgw.lifecycle import PushKind as PushKind
 from smsgw.lifecycle import PushState as PushState
 from smsgw.lifecycle import Receipt, Transition
 from smsgw.lifecycle import State as State
+
+# Re-exported: the stores' callers took it from here before smsgw.records.
+from smsgw.records import InboundRecord as InboundRecord
+from smsgw.records import MobileOriginated
 
 
 class StoreError(Exception):
@@ -132,14 +134,6 @@ class PushRecord:
     next_attempt_at_ms: int
     last_error: str | None
     updated_at_ms: int
-
-
-@attrs.frozen
-class InboundRecord:
-    """A stored mobile-originated message (`Store.insert_inbound`)."""
-
-    id: int
-    mo: MobileOriginated
 
 
 @attrs.frozen

@@ -266,5 +266,10 @@ async def test_mobile_originated_messages_are_stored_and_listed(tmp_path: Path) 
         (long_source, long_destination, long_text[:67]),
         (long_source, long_destination, long_text[67:]),
     ]
-    assert [m["data_coding"] for m in reversed(lines)] == [8, 0, 8, 8]
-    assert [bool(m["udh"]) for m in reversed(lines)] == [False, False, True, True]
+    assert {(m["carrier"], m["protocol"]) for m in lines} == {("cmpp", "cmpp")}
+    assert [m["extra"]["msg_fmt"] for m in reversed(lines)] == [8, 0, 8, 8]
+    assert [bool(m["extra"]["udh"]) for m in reversed(lines)] == [False, False, True, True]
+    concats = [m["concat"] for m in reversed(lines)]
+    assert concats[:2] == [None, None]
+    assert [(c["total"], c["seq"]) for c in concats[2:]] == [(2, 1), (2, 2)]
+    assert concats[2]["reference"] == concats[3]["reference"]

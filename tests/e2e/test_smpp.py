@@ -429,8 +429,11 @@ async def test_mobile_originated_messages_are_stored_and_listed(tmp_path: Path) 
     # Newest first; still there once the gateway has stopped.
     after = await run_cli(["inbox", "--limit", "1"], env)
     assert [json.loads(line)["text"] for line in after.stdout.decode().splitlines()] == ["STOP"]
-    assert [(m["from"], m["to"], m["text"], m["data_coding"]) for m in reversed(lines)] == replies
-    assert all(m["udh"] == "" and m["received_at"] > 0 for m in lines)
+    assert [
+        (m["from"], m["to"], m["text"], m["extra"]["data_coding"]) for m in reversed(lines)
+    ] == replies
+    assert all(m["extra"]["udh"] == "" and m["received_at"] > 0 for m in lines)
+    assert all((m["carrier"], m["protocol"], m["concat"]) == ("smpp", "smpp", None) for m in lines)
     refused = await run_cli(["inbox", "--limit", "0"], env)
     assert refused.returncode == 2 and b"--limit" in refused.stderr
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import trio
 
-from smsgw.carriers.base import MobileOriginated
 from smsgw.config import load_config
 from smsgw.gateway import start_store, store_from_config
+from smsgw.records import MobileOriginated
 from smsgw.store.base import NewMessage
 from tests.gateway_process import base_env, run_cli, smsgw_command
 
@@ -30,7 +30,7 @@ async def prepare(tmp_path: Path) -> dict[str, str]:
         await store.insert_messages(messages, 1_700_000_000_000)
         await store.insert_inbound(
             [
-                MobileOriginated(PHONES[0], "10690000", "TD", 8, 0, b"", 1_700_000_000_000 + n)
+                MobileOriginated(PHONES[0], "10690000", "TD", 1_700_000_000_000 + n, "smpp", "smpp")
                 for n in range(5)
             ]
         )

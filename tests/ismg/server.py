@@ -725,7 +725,7 @@ class Ismg(IsmgControl):
             return
         key = (sp.sp_id, tuple(dests), pdu.src_id, concat.reference, concat.total)
         parts = self._parts.setdefault(key, {})
-        parts[concat.number] = text
+        parts[concat.seq] = text
         if len(parts) == concat.total:
             del self._parts[key]
             whole = "".join(parts[number] for number in sorted(parts))

@@ -92,14 +92,10 @@ async def settle() -> None:
 
 def make_version_1_database(db_path: Path) -> None:
     """A database as the first release of smsgw left it (schema version 1)."""
-    from smsgw.store.sqlite import MIGRATIONS
+    from smsgw.store.sqlite import migrate
 
-    conn = sqlite3.connect(str(db_path))
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
-    for statement in MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (1, 0)")
-    conn.commit()
+    conn = sqlite3.connect(str(db_path), isolation_level=None)
+    migrate(conn, up_to=1)
     conn.close()
 
 

@@ -2,33 +2,52 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 from typing import cast
 
+import attrs
 import pytest
 import trio
 
-from smsgw.carriers.base import MobileOriginated, ReceivedMo
+from smsgw.carriers.base import ReceivedMo
 from smsgw.inbox import store_inbound
+from smsgw.records import Concat, Extra, MobileOriginated
 from smsgw.store import SqliteStore, Store, StoreError
-from tests.store.conftest import NOW
+from smsgw.store.sqlite import SCHEMA_VERSION, migrate
+from tests.store.conftest import NOW, rows
 
 
-def mo(n: int, text: str = "hi", udh: bytes = b"") -> MobileOriginated:
+def mo(n: int, text: str = "hi", concat: Concat | None = None) -> MobileOriginated:
     return MobileOriginated(
-        f"861380000{n:04d}", "10690000", text, 8, 0x40 if udh else 0, udh, NOW + n
+        sender=f"861380000{n:04d}",
+        recipient="10690000",
+        text=text,
+        received_at_ms=NOW + n,
+        carrier="smpp",
+        protocol="smpp",
+        concat=concat,
+        extra={"data_coding": 8, "esm_class": 0x40 if concat else 0},
     )
 
 
 async def test_inbound_messages_are_stored_and_listed_newest_first(store: SqliteStore) -> None:
     chinese = mo(1, "回复TD退订 😀")  # outside the BMP too
-    split = mo(2, "part one", udh=bytes.fromhex("0500030a0201"))
-    await store.insert_inbound([chinese, split])
+    split = mo(2, "part one", Concat(0xABCD, 255, 1))
+    # Another protocol's facts fit without a migration; JSON's scalars come back as given.
+    cmpp = attrs.evolve(
+        mo(4),
+        carrier="cmpp",
+        protocol="cmpp",
+        extra={"msg_fmt": 15, "udh": "", "tp_pid": 0, "note": "回复", "flag": True, "x": None},
+    )
+    await store.insert_inbound([chinese, split, cmpp])
     await store.insert_inbound([mo(3), mo(3)])  # an MO has no id: a repeat is kept too
     records = await store.recent_inbound(10)
-    assert [record.mo for record in records] == [mo(3), mo(3), split, chinese]
+    assert [record.mo for record in records] == [mo(3), mo(3), cmpp, split, chinese]
     assert [record.id for record in records] == sorted((r.id for r in records), reverse=True)
-    page = await store.recent_inbound(2, before_id=records[1].id)
+    page = await store.recent_inbound(2, before_id=records[2].id)
     assert [record.mo for record in page] == [split, chinese]
     assert await store.recent_inbound(10, before_id=records[-1].id) == []
 
@@ -51,7 +70,7 @@ async def test_the_inbox_task_stores_everything_until_the_channel_closes(
     with trio.fail_after(10):
         await store_inbound(receive, store)
     stored = await store.recent_inbound(1000)
-    assert sorted(record.mo.at_ms for record in stored) == [NOW + n for n in range(600)]
+    assert sorted(record.mo.received_at_ms for record in stored) == [NOW + n for n in range(600)]
     with trio.fail_after(1):
         assert all([await received.wait_stored(1) for received in handed])
 
@@ -98,3 +117,49 @@ async def test_mos_their_carrier_gave_up_on_are_not_stored(store: SqliteStore) -
         await store_inbound(receive, store)
     assert [record.mo for record in await store.recent_inbound(10)] == [mo(2)]
     assert await current.wait_stored(0)
+
+
+# MOs as schema 6 (PostgreSQL 1) stored them, with SMPP-shaped columns: (source_addr,
+# destination_addr, text, data_coding, esm_class, udh, received_at).
+LEGACY_ROWS = [
+    ("8613800000001", "10690000", "回复TD 😀", 8, 0, b"", NOW + 1),
+    ("8613800000002", "10690000", "part one", 8, 0x40, bytes.fromhex("0500030a0201"), NOW + 2),
+    ("8613800000003", "1069", "part two", 0, 0x40, bytes.fromhex("06080401020302"), NOW + 3),
+    ("8613800000004", "1069", "other header", 4, 0x40, bytes.fromhex("0201ff"), NOW + 4),
+]
+
+
+def legacy_mo(row: tuple[str, str, str, int, int, bytes, int]) -> MobileOriginated:
+    """What a legacy row becomes: its carrier and protocol were never recorded."""
+    sender, recipient, text, data_coding, esm_class, udh, received_at = row
+    concats = {NOW + 2: Concat(0x0A, 2, 1), NOW + 3: Concat(0x0102, 3, 2)}
+    extra: Extra = {"data_coding": data_coding, "esm_class": esm_class, "udh": udh.hex()}
+    return MobileOriginated(
+        sender, recipient, text, received_at, "", "", concats.get(received_at), extra
+    )
+
+
+async def test_a_version_6_database_keeps_its_mos_as_neutral_records(db_path: Path) -> None:
+    conn = sqlite3.connect(str(db_path))
+    migrate(conn, up_to=6)
+    conn.executemany(
+        "INSERT INTO inbound (source_addr, destination_addr, text, data_coding, esm_class, udh,"
+        " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        LEGACY_ROWS,
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(db_path))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.insert_inbound([mo(9)])
+        records = await store.recent_inbound(10)
+        nursery.cancel_scope.cancel()
+    assert [record.mo for record in records] == [
+        mo(9),
+        *(legacy_mo(row) for row in reversed(LEGACY_ROWS)),
+    ]
+    assert [record.id for record in records] == [5, 4, 3, 2, 1]  # ids kept, new ones after
+    assert rows(db_path, "SELECT MAX(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+    index = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'inbound'"
+    assert rows(db_path, index) == [("inbound_received",)]

@@ -21,7 +21,7 @@ from smsgw.store import (
     SqliteStore,
     State,
 )
-from smsgw.store.sqlite import MIGRATIONS
+from smsgw.store.sqlite import migrate
 from tests.store.conftest import NOW, OWNER, new_message
 
 RETRY = 60_000
@@ -151,11 +151,7 @@ async def test_pushes_of_a_version_5_database_keep_their_json_as_facts(
 ) -> None:
     """Migration 6: the outbox's JSON bodies become receipt facts the pusher encodes the same."""
     conn = sqlite3.connect(str(db_path))
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
-    for version, statements in enumerate(MIGRATIONS[:5], 1):
-        for statement in statements:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
+    migrate(conn, up_to=5)
     conn.execute(
         "INSERT INTO messages (id, appid, msgid, phone, message, msgtype, segments, state,"
         " attempts, accepted_at) VALUES (1, 'app1', 'm1', '86138', 'x', 1, 1, 'delivered', 2, 0)"

@@ -571,13 +571,10 @@ async def test_a_version_1_database_is_migrated(db_path: Path) -> None:
 
 
 async def test_a_version_2_database_loses_its_stored_accepted_events(db_path: Path) -> None:
-    from smsgw.store.sqlite import MIGRATIONS
+    from smsgw.store.sqlite import migrate
 
     conn = sqlite3.connect(str(db_path))
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
-    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
-        conn.execute(statement)
-    conn.execute("INSERT INTO schema_version VALUES (1, 0), (2, 0)")
+    migrate(conn, up_to=2)
     # What a version 2 store wrote for an accepted, then submitted message.
     conn.execute(
         "INSERT INTO messages (id, appid, msgid, phone, message, msgtype, segments, state,"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from smsgw.carriers.base import MobileOriginated
 from smsgw.lifecycle import Receipt
+from smsgw.records import MobileOriginated
 from smsgw.store import (
     Event,
     EventKind,
@@ -109,7 +109,7 @@ async def test_deletes_take_the_oldest_first_up_to_the_limit(
 async def test_old_inbound_messages_go(store: SqliteStore) -> None:
     await store.insert_inbound(
         [
-            MobileOriginated("86138", "1069", f"reply {n}", 0, 0, b"", NOW + n * DAY)
+            MobileOriginated("86138", "1069", f"reply {n}", NOW + n * DAY, "smpp", "smpp")
             for n in range(4)
         ]
     )

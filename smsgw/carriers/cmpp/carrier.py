@@ -52,7 +52,6 @@ __all__ = ["STATS", "CmppCarrier", "destination_id"]
 
 STATS = LinkStats.named("CMPP")
 STAT_INTERMEDIATE = "ACCEPTD"
-ESM_CLASS_UDHI = 0x40  # how a MobileOriginated says "the text had a UDH" (SMPP's esm_class)
 
 
 def destination_id(phone: str, width: int) -> str:
@@ -161,18 +160,16 @@ class CmppCarrier(LinkPool[Pdu]):
         )
 
     def _mobile_originated(self, frame: Deliver) -> MobileOriginated:
-        udh = b""
         content = frame.msg_content
-        if frame.tp_udhi:
-            _, text_bytes = split_udh(content)
-            udh = content[: len(content) - len(text_bytes)]
-            content = text_bytes
+        concat, body = split_udh(content) if frame.tp_udhi else (None, content)
+        udh = content[: len(content) - len(body)]
         return MobileOriginated(
-            source_addr=frame.src_terminal_id,
-            destination_addr=frame.dest_id,
-            text=decode_content(frame.msg_fmt, content),
-            data_coding=frame.msg_fmt,
-            esm_class=ESM_CLASS_UDHI if frame.tp_udhi else 0,
-            udh=udh,
-            at_ms=self.wall_clock_ms(),
+            sender=frame.src_terminal_id,
+            recipient=frame.dest_id,
+            text=decode_content(frame.msg_fmt, body),
+            received_at_ms=self.wall_clock_ms(),
+            carrier=self.name,
+            protocol="cmpp",
+            concat=concat,
+            extra={"msg_fmt": frame.msg_fmt, "udh": udh.hex()},
         )

@@ -16,7 +16,8 @@ from typing import Final
 
 import attrs
 
-from smsgw.encoding import UCS2_SINGLE_UNITS, DataCoding, concat_udh, split_text
+from smsgw.encoding import UCS2_SINGLE_UNITS, DataCoding, concat_udh, split_text, split_udh
+from smsgw.records import Concat
 
 __all__ = [
     "ASCII_MULTIPART_CHARS",
@@ -83,40 +84,6 @@ def _with_udh(msg_fmt: MsgFmt, chunks: list[bytes], reference: int) -> list[Segm
         Segment(msg_fmt, 1, total, number, concat_udh(reference, total, number) + chunk)
         for number, chunk in enumerate(chunks, start=1)
     ]
-
-
-@attrs.frozen
-class Concat:
-    """What a concatenation UDH says: the message's reference, its part count, this part's
-    number (from 1)."""
-
-    reference: int
-    total: int
-    number: int
-
-
-def split_udh(content: bytes) -> tuple[Concat | None, bytes]:
-    """The concatenation information of a Msg_Content sent with TP_udhi = 1 and the text
-    after its UDH. Both the 8-bit (IE 0x00) and the 16-bit (IE 0x08) reference forms are
-    understood; a UDH without either gives None. A UDH longer than the content is not a
-    UDH: the content is returned whole."""
-    if not content or content[0] + 1 > len(content):
-        return None, content
-    header_end = content[0] + 1
-    payload = content[header_end:]
-    concat = None
-    pos = 1
-    while pos + 2 <= header_end:
-        ie, size = content[pos], content[pos + 1]
-        value = content[pos + 2 : pos + 2 + size]
-        if len(value) != size:
-            break
-        if ie == 0x00 and size == 3 and concat is None:
-            concat = Concat(value[0], value[1], value[2])
-        elif ie == 0x08 and size == 4 and concat is None:
-            concat = Concat((value[0] << 8) | value[1], value[2], value[3])
-        pos += 2 + size
-    return concat, payload
 
 
 def decode_content(msg_fmt: int, content: bytes) -> str:

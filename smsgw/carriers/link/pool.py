@@ -427,8 +427,8 @@ class LinkPool(abc.ABC, Generic[FrameT]):
         self._log.info(
             "%s: MO from %s to %s (%d characters): %s",
             self.name,
-            mo.source_addr,
-            mo.destination_addr,
+            mo.sender,
+            mo.recipient,
             len(mo.text),
             what,
         )

@@ -59,7 +59,8 @@ from smsgw.carriers.smpp.outbound import (
 )
 from smsgw.carriers.smpp.receipt import DeliveryReceipt, receipt_from_pdu
 from smsgw.carriers.smpp.settings import SmppConfig, parse_smpp_url
-from smsgw.encoding import decode_text
+from smsgw.encoding import decode_text, split_udh
+from smsgw.records import Concat
 
 __all__ = [
     "STATS",
@@ -83,11 +84,11 @@ STAT_TIMEOUT = STATS.timeout
 STAT_BAD_RESPONSE = STATS.bad_response
 
 
-def _split_udh(payload: bytes, esm_class: int) -> tuple[bytes, bytes]:
-    if not esm_class & ESM_CLASS_UDHI or not payload:
-        return b"", payload
-    end = 1 + payload[0]
-    return payload[:end], payload[end:]
+def _concat_from_sar(tlvs: codec.Tlvs) -> Concat | None:
+    ref, total, seq = tlvs.sar_msg_ref_num, tlvs.sar_total_segments, tlvs.sar_segment_seqnum
+    if ref is None or total is None or seq is None:
+        return None
+    return Concat(ref, total, seq)
 
 
 class SmppCarrier(LinkPool[Pdu]):
@@ -200,15 +201,18 @@ class SmppCarrier(LinkPool[Pdu]):
         )
 
     def _mobile_originated(self, pdu: DeliverSm | DataSm) -> MobileOriginated:
-        udh, body = _split_udh(pdu.payload, pdu.esm_class)
+        payload = pdu.payload
+        concat, body = split_udh(payload) if pdu.esm_class & ESM_CLASS_UDHI else (None, payload)
+        udh = payload[: len(payload) - len(body)]
         return MobileOriginated(
-            source_addr=pdu.source_addr,
-            destination_addr=pdu.destination_addr,
+            sender=pdu.source_addr,
+            recipient=pdu.destination_addr,
             text=decode_text(body, pdu.data_coding),
-            data_coding=pdu.data_coding,
-            esm_class=pdu.esm_class,
-            udh=udh,
-            at_ms=self.wall_clock_ms(),
+            received_at_ms=self.wall_clock_ms(),
+            carrier=self.name,
+            protocol="smpp",
+            concat=concat or _concat_from_sar(pdu.tlvs),
+            extra={"data_coding": pdu.data_coding, "esm_class": pdu.esm_class, "udh": udh.hex()},
         )
 
 

@@ -38,6 +38,7 @@ from smsgw.store.base import (
     State,
     UnknownMessage,
 )
+from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.postgres.notify import Wakes
 
 Conn = Connection[TupleRow]
@@ -825,32 +826,16 @@ def counts(conn: Conn, table: str, states: Sequence[str]) -> dict[str, int]:
 def insert_inbound(conn: Conn, messages: Sequence[MobileOriginated]) -> None:
     with conn.cursor() as cursor:
         cursor.executemany(
-            "INSERT INTO inbound (source_addr, destination_addr, text, data_coding, esm_class,"
-            " udh, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    mo.source_addr,
-                    mo.destination_addr,
-                    mo.text,
-                    mo.data_coding,
-                    mo.esm_class,
-                    mo.udh,
-                    mo.at_ms,
-                )
-                for mo in messages
-            ],
+            f"INSERT INTO inbound ({INBOUND_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)".encode(),
+            [inbound_row(mo) for mo in messages],
         )
 
 
 def recent_inbound(conn: Conn, limit: int, before_id: int | None) -> list[InboundRecord]:
     rows = conn.execute(
-        "SELECT id, source_addr, destination_addr, text, data_coding, esm_class, udh,"
-        " received_at FROM inbound WHERE id < %s ORDER BY id DESC LIMIT %s",
+        f"SELECT id, {INBOUND_COLUMNS} FROM inbound WHERE id < %s"
+        " ORDER BY id DESC LIMIT %s".encode(),
         (before_id if before_id is not None else 2**63 - 1, limit),
     ).fetchall()
-    return [
-        InboundRecord(
-            row[0], MobileOriginated(row[1], row[2], row[3], row[4], row[5], bytes(row[6]), row[7])
-        )
-        for row in rows
-    ]
+    return [inbound_record(row) for row in rows]

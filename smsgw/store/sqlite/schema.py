@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeAlias
 
 from smsgw.store.base import StoreError
+from smsgw.store.inbound import INBOUND_COLUMNS, legacy_columns
+
+# A migration step: one SQL statement, or a function for what SQL cannot say.
+Step: TypeAlias = str | Callable[[sqlite3.Connection], None]
+
+
+def _convert_inbound_v7(conn: sqlite3.Connection) -> None:
+    old = conn.execute(
+        "SELECT id, source_addr, destination_addr, text, received_at, data_coding, esm_class,"
+        " udh FROM inbound"
+    )
+    conn.executemany(
+        f"INSERT INTO inbound_v7 (id, {INBOUND_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, '', '', ?, ?, ?, ?)",
+        ((*row[:5], *legacy_columns(row[5], row[6], bytes(row[7]))) for row in old),
+    )
+
 
 # Ordered migrations: version N is MIGRATIONS[N - 1]. Append, never edit a released one.
 # Foreign keys are DEFERRABLE INITIALLY DEFERRED: checked at COMMIT, so a group that would
 # leave an orphan fails as a whole (and rows may be written in any order inside a group).
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+MIGRATIONS: Final[tuple[tuple[Step, ...], ...]] = (
     (
         """CREATE TABLE messages (
             id INTEGER PRIMARY KEY,
@@ -174,6 +192,28 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX pushes_message ON pushes (message_id)",
         "CREATE INDEX pushes_state ON pushes (state)",
     ),
+    # 7: MOs as protocol-neutral records (smsgw.records): what only one protocol has is in
+    # `extra` (JSON), so another carrier protocol needs no migration. Rows stored before
+    # keep their SMPP columns in `extra`; their carrier and protocol were not recorded ('').
+    (
+        """CREATE TABLE inbound_v7 (
+            id INTEGER PRIMARY KEY,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            text TEXT NOT NULL,
+            received_at INTEGER NOT NULL,
+            carrier TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            concat_ref INTEGER,
+            concat_total INTEGER,
+            concat_seq INTEGER,
+            extra TEXT NOT NULL
+        )""",
+        _convert_inbound_v7,
+        "DROP TABLE inbound",
+        "ALTER TABLE inbound_v7 RENAME TO inbound",
+        "CREATE INDEX inbound_received ON inbound (received_at)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -191,13 +231,14 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the missing migrations, each in its own transaction; return the version."""
+def migrate(conn: sqlite3.Connection, up_to: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations, each in its own transaction; return the version.
+    `up_to` stops at an older version (tests make the databases older releases left)."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version"
         " (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
     )
-    for version in range(1, SCHEMA_VERSION + 1):
+    for version in range(1, up_to + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Read under the write lock: another process may have migrated meanwhile.
@@ -208,8 +249,11 @@ def migrate(conn: sqlite3.Connection) -> int:
                     f" supports ({SCHEMA_VERSION}): upgrade smsgw"
                 )
             if current < version:
-                for statement in MIGRATIONS[version - 1]:
-                    conn.execute(statement)
+                for step in MIGRATIONS[version - 1]:
+                    if callable(step):
+                        step(conn)
+                    else:
+                        conn.execute(step)
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (version, _now_ms()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from smsgw.carriers.base import MobileOriginated
+from smsgw.records import MobileOriginated
 from smsgw.store.base import (
     Applied,
     InboundRecord,
@@ -22,6 +22,7 @@ from smsgw.store.base import (
     Reclaimed,
     State,
 )
+from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.sqlite.queries import (
     _DELETE_FINISHED_SQL,
     _DELETE_INBOUND_SQL,
@@ -270,23 +271,11 @@ class SqliteStore(GroupWriter):
     async def insert_inbound(self, messages: Sequence[MobileOriginated]) -> None:
         if not messages:
             return
-        rows = [
-            (
-                mo.source_addr,
-                mo.destination_addr,
-                mo.text,
-                mo.data_coding,
-                mo.esm_class,
-                mo.udh,
-                mo.at_ms,
-            )
-            for mo in messages
-        ]
+        rows = [inbound_row(mo) for mo in messages]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO inbound (source_addr, destination_addr, text, data_coding,"
-                " esm_class, udh, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO inbound ({INBOUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -299,10 +288,9 @@ class SqliteStore(GroupWriter):
 
         def read(conn: sqlite3.Connection) -> list[InboundRecord]:
             found = conn.execute(
-                "SELECT id, source_addr, destination_addr, text, data_coding, esm_class, udh,"
-                " received_at FROM inbound WHERE id < ? ORDER BY id DESC LIMIT ?",
+                f"SELECT id, {INBOUND_COLUMNS} FROM inbound WHERE id < ? ORDER BY id DESC LIMIT ?",
                 (before_id if before_id is not None else 2**63 - 1, limit),
             ).fetchall()
-            return [InboundRecord(row[0], MobileOriginated(*row[1:])) for row in found]
+            return [inbound_record(row) for row in found]
 
         return await self._read(read)

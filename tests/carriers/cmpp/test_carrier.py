@@ -268,11 +268,16 @@ async def test_an_mo_is_answered_only_once_stored(autojump_clock: trio.abc.Clock
         mos = carrier.mo()
         await ismg.mo("13900000009", "你好，退订", destination="106900123")
         received: ReceivedMo = await mos.receive()
-        assert (received.mo.source_addr, received.mo.destination_addr, received.mo.text) == (
+        mo = received.mo
+        assert (mo.sender, mo.recipient, mo.text, mo.carrier, mo.protocol, mo.concat) == (
             "13900000009",
             "106900123",
             "你好，退订",
+            "cmpp",
+            "cmpp",
+            None,
         )
+        assert mo.extra == {"msg_fmt": 8, "udh": ""}
         await trio.sleep(1)
         assert ismg.count("deliver_resp") == 0  # not before it is stored
         received.stored()
@@ -285,7 +290,10 @@ async def test_an_mo_not_stored_comes_again(autojump_clock: trio.abc.Clock) -> N
         long_text = "退订" * 50  # two parts with a UDH
         await ismg.mo("13900000009", long_text)
         first = await mos.receive()
-        assert first.mo.udh and first.mo.text == "退订" * 33 + "退"
+        assert first.mo.text == "退订" * 33 + "退"
+        assert first.mo.concat is not None
+        assert (first.mo.concat.total, first.mo.concat.seq) == (2, 1)
+        assert first.mo.extra["udh"] == f"050003{first.mo.concat.reference:02x}0201"
         first.not_stored()
         assert (await ismg.next_event("deliver_resp", kind="mo"))["result"] == 8
         parts = [await mos.receive() for _ in range(2)]

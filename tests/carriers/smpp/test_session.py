@@ -395,13 +395,14 @@ async def test_mo_reaches_the_mo_channel() -> None:
         received.stored()
         mo = received.mo
         assert mo == MobileOriginated(
-            source_addr="8613800000009",
-            destination_addr="10655",
+            sender="8613800000009",
+            recipient="10655",
             text=CHINESE,
-            data_coding=8,
-            esm_class=0,
-            udh=b"",
-            at_ms=mo.at_ms,
+            received_at_ms=mo.received_at_ms,
+            carrier="smpp",
+            protocol="smpp",
+            concat=None,
+            extra={"data_coding": 8, "esm_class": 0, "udh": ""},
         )
         event = await smsc.next_event("deliver_sm_resp")
         assert (event["kind"], event["status"]) == ("mo", 0)

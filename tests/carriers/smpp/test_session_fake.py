@@ -39,6 +39,8 @@ from smsgw.carriers.smpp.codec import (
     decode_pdu,
 )
 from smsgw.carriers.smpp.dialect import classify_status
+from smsgw.encoding import decode_text
+from smsgw.records import Concat
 
 from .fake_smsc import NOW_MS, FakeSmsc, carrier_with_fake, sms
 
@@ -589,13 +591,14 @@ async def test_mo_goes_to_the_mo_channel_once_someone_reads_it(
         await link.send_request(mo)
         received = await channel.receive()
         assert received.mo == MobileOriginated(
-            source_addr="8613800000009",
-            destination_addr="1065",
+            sender="8613800000009",
+            recipient="1065",
             text="你好",
-            data_coding=8,
-            esm_class=0x40,
-            udh=bytes.fromhex("050003010201"),
-            at_ms=NOW_MS,
+            received_at_ms=NOW_MS,
+            carrier="smpp",
+            protocol="smpp",
+            concat=Concat(reference=1, total=2, seq=1),
+            extra={"data_coding": 8, "esm_class": 0x40, "udh": "050003010201"},
         )
         await trio.sleep(MO_STORE_TIMEOUT_S / 2)
         assert len(link.of_type(DeliverSmResp)) == 1  # not answered before it is stored
@@ -603,6 +606,36 @@ async def test_mo_goes_to_the_mo_channel_once_someone_reads_it(
         answers = await link.wait_for(DeliverSmResp, 2)
         assert answers[-1].command_status == codec.ESME_ROK
         assert carrier.reports().statistics().current_buffer_used == 0
+
+
+async def test_an_mo_part_says_its_concatenation_by_udh_or_sar_tlvs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    sar = Tlvs(sar_msg_ref_num=0x1234, sar_total_segments=3, sar_segment_seqnum=3)
+    udh16 = bytes.fromhex("06080412340302")  # the 16-bit reference form
+    other_ie = bytes.fromhex("0201ff")  # a UDH without a concatenation element
+    pdus = [
+        DeliverSm(short_message=b"c", tlvs=sar),
+        DeliverSm(esm_class=0x40, short_message=udh16 + b"b"),
+        DataSm(esm_class=0x40, tlvs=Tlvs(message_payload=other_ie + b"x")),
+        DeliverSm(short_message=udh16 + b"!"),  # no UDHI: the octets are text
+    ]
+    async with carrier_with_fake() as (carrier, smsc):
+        link = await smsc.wait_links(1)
+        channel = carrier.mo()
+        mos = []
+        for pdu in pdus:
+            await link.send_request(pdu)
+            received = await channel.receive()
+            received.stored()
+            mos.append(received.mo)
+        await link.wait_for(DeliverSmResp, 3)
+    assert [(mo.text, mo.concat, mo.extra["udh"]) for mo in mos] == [
+        ("c", Concat(0x1234, 3, 3), ""),
+        ("b", Concat(0x1234, 3, 2), udh16.hex()),
+        ("x", None, other_ie.hex()),
+        (decode_text(udh16 + b"!", 0), None, ""),
+    ]
 
 
 async def test_an_mo_not_stored_is_asked_for_again(autojump_clock: trio.abc.Clock) -> None:

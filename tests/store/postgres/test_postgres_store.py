@@ -23,6 +23,7 @@ from smsgw.store import (
 )
 from tests.store.conftest import NOW, new_message, settle
 from tests.store.postgres.conftest import postgres_store
+from tests.store.test_sqlite_inbound import LEGACY_ROWS, legacy_mo, mo
 
 if TYPE_CHECKING:
     from smsgw.store.postgres import PostgresStore
@@ -319,3 +320,33 @@ async def test_a_report_taken_on_two_gateways_at_once_counts_once(pg_url: str) -
             pair = [results["first"][n], results["second"][n]]
             assert all(match is not None for match in pair)
             assert sorted(match.duplicate for match in pair) == [False, True]
+
+
+async def test_a_version_1_database_keeps_its_mos_as_neutral_records(pg_url: str) -> None:
+    import psycopg
+
+    from smsgw.store.postgres.schema import SCHEMA_VERSION, migrate
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        migrate(conn, up_to=1)
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO inbound (source_addr, destination_addr, text, data_coding,"
+                " esm_class, udh, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                LEGACY_ROWS,
+            )
+    async with running(pg_url) as store:
+        await store.insert_inbound([mo(9)])
+        records = await store.recent_inbound(10)
+    assert [record.mo for record in records] == [
+        mo(9),
+        *(legacy_mo(row) for row in reversed(LEGACY_ROWS)),
+    ]
+    assert [record.id for record in records] == [5, 4, 3, 2, 1]  # ids kept, new ones after
+    assert sql(pg_url, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+    columns = sql(
+        pg_url,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'inbound'"
+        " AND column_default IS NOT NULL AND column_name <> 'id'",
+    )
+    assert columns == []  # the conversion's defaults are gone: every insert says everything
