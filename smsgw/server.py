@@ -194,12 +194,18 @@ class Server:
         log.warning("too many connections: refusing %s", peer)
         self.refused_busy += 1
         body = encode_json(error_response(Status.BUSY, "gateway busy: retry later"))
-        with (
-            trio.move_on_after(1),
-            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        ):
-            await stream.send_all(encode_response("B000", body))
-            await discard_input(stream, RECEIVE_CHUNK * 4)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with trio.move_on_after(1):
+                await stream.send_all(encode_response("B000", body))
+            # The answer, then our end of the stream: a client reading to the end has all of
+            # it now. Then wait for the client's own close, reading what it still sends: a
+            # close that meets unread input resets the connection, and the reset destroys
+            # the answer still unread on the client's side. A loaded client can take seconds
+            # to write its request, so the wait is the read timeout, not a fixed second.
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+            with trio.move_on_after(self.config.read_timeout):
+                await discard_input(stream, RECEIVE_CHUNK * 4)
         await _close_tls(stream)
 
     # --- one request ---
