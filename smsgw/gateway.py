@@ -19,9 +19,11 @@ import trio
 from smsgw.carriers import open_carrier
 from smsgw.carriers.base import Carrier, ReceivedMo, ReceivesMo
 from smsgw.clock import WallClock
+from smsgw.collectors import GatewayCollector, PipelineCollector, StoreCollector
 from smsgw.config import Config, ConfigError, Endpoint
 from smsgw.inbox import store_inbound
 from smsgw.metrics import MetricsServer
+from smsgw.observe import Check, Observed, Sample, checks_of, samples_of
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.retention import Retention
@@ -92,20 +94,24 @@ class Gateway:
             if config.retention is not None
             else None
         )
-        self.metrics = (
-            MetricsServer(
-                config.metrics,
-                store=self.store,
-                carrier=self.carrier,
-                server=self.server,
-                pipeline=self.pipeline,
-                pusher=self.pusher,
-                retention=self.retention,
-                shutting_down=lambda: self.shutdown_requested,
-            )
-            if config.metrics is not None
-            else None
-        )
+        self.observed: list[Observed] = [
+            GatewayCollector(lambda: self.shutdown_requested),
+            self.server,
+            PipelineCollector(self.pipeline),
+            self.pusher,
+            *([self.carrier] if isinstance(self.carrier, Observed) else []),
+            *([self.retention] if self.retention is not None else []),
+            StoreCollector(self.store),
+        ]
+        self.metrics = MetricsServer(config.metrics, self) if config.metrics else None
+
+    async def samples(self) -> list[Sample]:
+        """What /metrics shows: every part's samples (the gateway is a `Source`)."""
+        return await samples_of(self.observed)
+
+    async def checks(self) -> list[Check]:
+        """What /healthz checks: every part's checks."""
+        return await checks_of(self.observed)
 
     @property
     def shutdown_requested(self) -> bool:

@@ -22,6 +22,7 @@ import trio
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
 from smsgw.histogram import Histogram
+from smsgw.observe import Check, Sample, counter, gauge, histogram
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
@@ -128,6 +129,37 @@ class Server:
         self._stopping = True
         if self._accept_scope is not None:
             self._accept_scope.cancel()
+
+    # --- /metrics and /healthz ---
+
+    async def samples(self) -> list[Sample]:
+        return [
+            gauge("smsgw_connections", "merchant connections open", self.active_connections),
+            *(
+                counter(
+                    "smsgw_responses", "answers to merchant requests, by status", n, status=status
+                )
+                for status, n in sorted(self.responses.items())
+            ),
+            counter(
+                "smsgw_refused_busy",
+                "connections refused over SMSGW_MAX_CONNECTIONS",
+                self.refused_busy,
+            ),
+            counter(
+                "smsgw_messages_accepted",
+                "messages stored from A001 (answered 0, new)",
+                self.messages_accepted,
+            ),
+            histogram(
+                "smsgw_request_seconds",
+                "merchant requests, from the start of the read to the answer written",
+                self.request_seconds,
+            ),
+        ]
+
+    async def checks(self) -> list[Check]:
+        return []  # what it needs to answer is the store's check
 
     # --- one connection ---
 

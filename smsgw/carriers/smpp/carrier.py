@@ -91,6 +91,7 @@ from smsgw.carriers.smpp.session import (
 from smsgw.carriers.smpp.settings import SmppConfig, parse_smpp_url
 from smsgw.clock import WallClock
 from smsgw.encoding import decode_text
+from smsgw.observe import Check, Sample, gauge
 
 __all__ = [
     "MO_BUFFER",
@@ -221,6 +222,17 @@ class SmppCarrier:
     @property
     def bound_sessions(self) -> int:
         return sum(session.bound for session in self.sessions)
+
+    async def samples(self) -> list[Sample]:
+        return [
+            gauge("smsgw_carrier_binds", "binds configured", len(self.sessions)),
+            gauge("smsgw_carrier_binds_up", "binds up", self.bound_sessions),
+        ]
+
+    async def checks(self) -> list[Check]:
+        # Any bind up sends for the whole gateway: the others' messages wait in the store.
+        up = self.bound_sessions
+        return [Check("carrier", up > 0, f"{up}/{len(self.sessions)} binds up", any_worker=True)]
 
     async def wait_bound(self, count: int | None = None) -> None:
         """Wait until `count` sessions (default: all) are bound; for tests and start-up."""
