@@ -115,6 +115,7 @@ class Config:
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     metrics: Endpoint | None = None
+    workers: int = 1  # processes (SMSGW_WORKERS; `auto` resolved to the cores here)
     tls_cert: str | None = None
     tls_key: str | None = None
 
@@ -136,13 +137,46 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
 
 
-async def open_listeners(variable: str, endpoint: Endpoint) -> list[trio.SocketListener]:
+async def open_listeners(
+    variable: str, endpoint: Endpoint, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
     """TCP listeners on an endpoint a variable names; a ConfigError naming the variable
-    when the address cannot be had (in use, not this machine's, not allowed)."""
+    when the address cannot be had (in use, not this machine's, not allowed).
+
+    `reuse_port`: each of several processes opens its own listener on the same port and
+    the kernel spreads new connections among them (SO_REUSEPORT, which
+    `trio.open_tcp_listeners` cannot set: its options are set before the bind)."""
     try:
-        return await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+        if not reuse_port:
+            return await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+        return await _open_reuse_port_listeners(endpoint)
     except OSError as exc:
         raise ConfigError(variable, f"cannot listen on {endpoint}: {exc.strerror or exc}") from None
+
+
+LISTEN_BACKLOG = 0xFFFF  # trio's default: the kernel caps it at somaxconn
+
+
+async def _open_reuse_port_listeners(endpoint: Endpoint) -> list[trio.SocketListener]:
+    listeners: list[trio.SocketListener] = []
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+        endpoint.host, endpoint.port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    ):
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            for listener in listeners:
+                listener.socket.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -377,6 +411,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     read("SMSGW_LOG_LEVEL", "log_level", _log_level)
     read("SMSGW_LOG_FORMAT", "log_format", _log_format)
     read("SMSGW_METRICS", "metrics", parse_endpoint)
+    read("SMSGW_WORKERS", "workers", _workers)
     read("SMSGW_TLS_CERT", "tls_cert", _readable_file)
     read("SMSGW_TLS_KEY", "tls_key", _readable_file)
 
@@ -408,7 +443,51 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         apps = [AppConfig(appid=DEMO_APPID, secret=DEMO_SECRET)]
         values["demo"] = True
     values["apps"] = tuple(apps)
+    if "workers" in values:
+        values["workers"] = _workers_for_carrier(
+            values["workers"], values.get("carrier_url", defaults.carrier_url), env
+        )
     return attrs.evolve(defaults, **values)
+
+
+def _workers_for_carrier(workers: int, carrier_url: str, env: Mapping[str, str]) -> int:
+    """Each worker needs its own share of the carrier (SMPP: a bind at least): `auto` is
+    capped there, a number past it is an error."""
+    from smsgw.carriers import divisions  # the carriers import this module
+
+    try:
+        most = divisions(carrier_url)
+    except ValueError:
+        return workers  # the gateway names the bad URL when it builds the carrier
+    if most is None or workers <= most:
+        return workers
+    if env.get("SMSGW_WORKERS", "").strip().lower() == "auto":
+        return most
+    raise ConfigError(
+        "SMSGW_WORKERS",
+        f"{workers} workers need at least {workers} SMPP binds (one each), the carrier has "
+        f"binds={most}: raise binds or lower SMSGW_WORKERS",
+    )
+
+
+MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return available_cores()
+    try:
+        return _int_at_least(1, MAX_WORKERS)(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto: one per core)") from None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not every core of the host)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _log_level(text: str) -> str:

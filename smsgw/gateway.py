@@ -28,6 +28,7 @@ from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.retention import Retention
 from smsgw.server import Server
+from smsgw.shares import ALONE, Share
 from smsgw.store import open_store
 from smsgw.store.base import Store, StoreError
 
@@ -52,9 +53,9 @@ def store_from_config(config: Config, *, read_only: bool = False) -> Store:
         raise ConfigError("SMSGW_DB", str(exc)) from None
 
 
-def carrier_from_config(config: Config, clock: WallClock) -> Carrier:
+def carrier_from_config(config: Config, clock: WallClock, share: Share = ALONE) -> Carrier:
     try:
-        return open_carrier(config.carrier_url, now_ms=clock.now_ms)
+        return open_carrier(config.carrier_url, now_ms=clock.now_ms, share=share)
     except ValueError as exc:
         raise ConfigError("SMSGW_CARRIER", str(exc)) from None
 
@@ -69,7 +70,9 @@ async def start_store(nursery: trio.Nursery, store: Store) -> None:
 
 class Gateway:
     """Build inside `trio.run` (the clock follows Trio's). `store=` / `carrier=` replace
-    the ones the configuration names (tests)."""
+    the ones the configuration names (tests). `share`: this process is one of several
+    workers (`smsgw.supervisor`): it gets its share of the carrier's limits, and only the
+    first worker pushes receipts and deletes old rows (pushes to one app stay in order)."""
 
     def __init__(
         self,
@@ -78,11 +81,13 @@ class Gateway:
         store: Store | None = None,
         carrier: Carrier | None = None,
         clock: WallClock | None = None,
+        share: Share = ALONE,
     ) -> None:
         self.config = config
+        self.share = share
         self.clock = clock or WallClock()
         self.store = store or store_from_config(config)
-        self.carrier = carrier or carrier_from_config(config, self.clock)
+        self.carrier = carrier or carrier_from_config(config, self.clock, share)
         self.server = Server(config, self.store, self.clock)
         self.pipeline = Pipeline(config, self.store, self.carrier, self.clock)
         self.pusher = Pusher(config, self.store, self.clock)
@@ -91,7 +96,7 @@ class Gateway:
         self._shutdown = trio.Event()
         self.retention = (
             Retention(self.store, self.clock, config.retention)
-            if config.retention is not None
+            if config.retention is not None and share.first
             else None
         )
         self.observed: list[Observed] = [
@@ -139,7 +144,8 @@ class Gateway:
             async with trio.open_nursery() as upstream:
                 await upstream.start(self.carrier.run)
                 async with trio.open_nursery() as pushing:
-                    await pushing.start(self.pusher.run)
+                    if self.share.first:
+                        await pushing.start(self.pusher.run)
                     async with trio.open_nursery() as sending:
                         await sending.start(self.pipeline.run)
                         deadline = await self._serve(task_status, metrics)

@@ -105,7 +105,9 @@ class Server:
         """Serve until `stop_accepting()`; then wait for the connections in hand to finish,
         for at most the shutdown grace period."""
         listen = self.config.listen
-        tcp_listeners = await open_listeners("SMSGW_LISTEN", listen)
+        tcp_listeners = await open_listeners(
+            "SMSGW_LISTEN", listen, reuse_port=self.config.workers > 1
+        )
         listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
         if self._ssl_context is not None:
             listeners = [

@@ -1,0 +1,85 @@
+"""One worker process of `SMSGW_WORKERS=N`: a whole gateway with its share of the limits,
+started by `smsgw.supervisor` and linked to it (`smsgw.workerlink`).
+
+It reads the same `SMSGW_*` environment as its supervisor; its argv says which worker it
+is, the listener's port and the link's descriptor. It stops gracefully when the supervisor
+says so, when the link ends (the supervisor is gone), or on SIGTERM/SIGINT of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from smsgw.cli import raise_open_files_limit, stop_on_signals
+from smsgw.config import Config, ConfigError, config_error_in, load_config
+from smsgw.gateway import Gateway, GatewayInfo
+from smsgw.logs import setup_logging
+from smsgw.shares import Share, worker_config
+from smsgw.workerlink import Link, LinkClosed, encode_report
+
+log = logging.getLogger("smsgw.worker")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str]) -> int:
+    index, count, port, fd = (int(arg) for arg in argv)
+    share = Share(index, count)
+    try:
+        config = load_config()
+        setup_logging(config.log_level, config.log_format, worker=index + 1)
+        gateway_config = worker_config(config, share, port)
+        trio.run(_run, gateway_config, share, socket.socket(fileno=fd))
+    except (ConfigError, BaseExceptionGroup) as exc:
+        error = config_error_in(exc)
+        if error is None:
+            raise
+        print(f"smsgw: {share.name}: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+async def _run(config: Config, share: Share, sock: socket.socket) -> None:
+    raise_open_files_limit()
+    link = Link(sock)
+    gateway = Gateway(config, share=share)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(stop_on_signals, gateway, outer.cancel_scope)
+        async with trio.open_nursery() as inner:
+
+            async def serve(task_status: trio.TaskStatus[GatewayInfo]) -> None:
+                await gateway.run(task_status=task_status)
+                inner.cancel_scope.cancel()  # done: the link's task ends with it
+
+            info = await inner.start(serve)
+            await link.send({"ready": [str(endpoint) for endpoint in info.listen]})
+            inner.start_soon(_follow_link, link, gateway, outer.cancel_scope)
+        outer.cancel_scope.cancel()
+
+
+async def _follow_link(link: Link, gateway: Gateway, everything: trio.CancelScope) -> None:
+    while True:
+        try:
+            message = await link.receive()
+        except LinkClosed:
+            if not gateway.shutdown_requested:
+                log.warning("the supervisor is gone: stopping")
+                gateway.shutdown()
+            return
+        if "collect" in message:
+            samples = await gateway.samples()
+            checks = await gateway.checks()
+            try:
+                await link.send(encode_report(int(message["collect"]), samples, checks))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                continue  # the next receive sees the end of the link
+        elif message.get("stop") == "now":
+            everything.cancel()
+            return
+        elif message.get("stop") == "graceful":
+            gateway.shutdown()
