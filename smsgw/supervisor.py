@@ -206,6 +206,7 @@ class Supervisor:
     async def _run_once(self, worker: Worker, task_status: trio.TaskStatus[None] | None) -> int:
         """One process of the slot, from its start to its exit; its exit code."""
         ours, theirs = socket.socketpair()
+        worker.starts += 1
         try:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-c", _WORKER_MAIN, *self._argv(worker, theirs.fileno())],
@@ -220,7 +221,6 @@ class Supervisor:
             theirs.close()
         link = Link(ours)
         worker.process, worker.link, worker.ready = process, link, False
-        worker.starts += 1
         log.info("%s started (pid %d)", worker.share.name, process.pid)
         if self._stopping:
             await worker.tell_stop(self._stopping_now)
@@ -276,7 +276,15 @@ class Supervisor:
         return now - self._stop_started > self.config.shutdown_grace + KILL_MARGIN_S
 
     def _argv(self, worker: Worker, fd: int) -> list[str]:
-        return [str(worker.share.index), str(self.count), str(self._port), str(fd)]
+        # Start-up recovery only where no other worker can be serving (see smsgw.worker).
+        recover = worker.share.first and worker.starts == 1
+        return [
+            str(worker.share.index),
+            str(self.count),
+            str(self._port),
+            str(fd),
+            str(int(recover)),
+        ]
 
     # --- the gateway's /metrics and /healthz (a `smsgw.observe.Source`) ---
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,9 @@ class Outcome:
 
 
 async def run_interrupted(
-    tmp_path: Path, interrupt: Callable[[GatewayProcess], Awaitable[None]]
+    tmp_path: Path,
+    interrupt: Callable[[GatewayProcess], Awaitable[None]],
+    extra_env: Mapping[str, str] | None = None,
 ) -> Outcome:
     log = tmp_path / "sim.log"
     db = tmp_path / "smsgw.db"
@@ -151,6 +153,7 @@ async def run_interrupted(
                 merchant.address,
                 SMSGW_SENDERS="64",
                 SMSGW_MAX_RETRIES=str(MAX_RETRIES),
+                **(extra_env or {}),
             )
             n.start_soon(clients)
             async with gateway_process(tmp_path, env) as first:
