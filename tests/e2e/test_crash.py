@@ -174,6 +174,14 @@ async def run_interrupted(
                 await wait_until(lambda: all_settled(db), timeout=30, what="everything final")
                 assert await second.terminate() == 0
 
+    return outcome_of(tmp_path, submissions, left_behind, merchant)
+
+
+def outcome_of(
+    tmp_path: Path, submissions: Submissions, left_behind: dict[str, int], merchant: ListenProcess
+) -> Outcome:
+    """What the database, the simulator's log and the merchant's receipts say of a run."""
+    db = tmp_path / "smsgw.db"
     rows = {
         (msgid, phone): (msgtype, state, attempts, stat)
         for msgid, phone, msgtype, state, attempts, stat in query(
@@ -192,7 +200,7 @@ async def run_interrupted(
         left_behind=left_behind,
         rows=rows,
         recovered=recovered,
-        submits=submits_per_msgid(log),
+        submits=submits_per_msgid(tmp_path / "sim.log"),
         receipts=by_pair(merchant.receipts()),
     )
 
