@@ -185,9 +185,15 @@ class ServerProcess:
     port: int
 
     def peak_rss_mib(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        """The server's peak RSS, with its child processes' (a supervisor's workers)."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        total = 0.0
+        for process in (pid, *map(int, children)):
+            status = Path(f"/proc/{process}/status").read_text()
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            total += int(match.group(1)) / 1024 if match else float("nan")
+        return total
 
     def stop(self) -> int:
         self.process.terminate()
