@@ -187,7 +187,7 @@ class ServerProcess:
     def peak_rss_mib(self) -> float:
         """The server's peak RSS, with its child processes' (a supervisor's workers)."""
         pid = self.process.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        children = child_pids(pid)
         total = 0.0
         for process in (pid, *map(int, children)):
             status = Path(f"/proc/{process}/status").read_text()
@@ -235,6 +235,18 @@ def _drain_in_background(process: subprocess.Popen[str]) -> None:
 
     assert process.stdout is not None
     threading.Thread(target=drain, args=(process.stdout.readline,), daemon=True).start()
+
+
+def child_pids(pid: int) -> list[str]:
+    """The process's children, whichever of its threads started them (Trio starts
+    processes from a worker thread)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children.extend((task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return children
 
 
 def python() -> str:

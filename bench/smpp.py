@@ -45,7 +45,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import APPID, SECRET, frame_for
+from bench.loadgen import APPID, SECRET, child_pids, frame_for
 from tests.gateway_process import GatewayProcess, gateway_process
 from tests.smsc_process import Smsc, SmscError, run_blast, running_smsc
 
@@ -117,7 +117,7 @@ def _submit_batches(args: tuple[int, int, int, int]) -> int:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its children alive now (a supervisor's workers;
     fields 14 and 15 of /proc/PID/stat)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    children = child_pids(pid)
     total = 0.0
     for process in (pid, *map(int, children)):
         stat = Path(f"/proc/{process}/stat").read_text()
