@@ -230,3 +230,17 @@ async def test_a_worker_that_cannot_start_stops_the_gateway(tmp_path: Path) -> N
             pass
     reason = r"(?s)exited 2 before listening.*worker 1: configuration error: SMSGW_DB"
     assert failed.group_contains(RuntimeError, match=reason, depth=None)
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    async with gateway_process(tmp_path, WORKERS) as gateway:
+        found = await scrape(gateway)
+        pids = [worker_pid(found, 1), worker_pid(found, 2)]
+        assert all(pids)
+        gateway.kill()  # kill -9: no chance to pass anything on
+        await gateway.process.wait()
+        # Each worker sees its link end and stops gracefully by itself.
+        with trio.fail_after(20):
+            while any(Path(f"/proc/{pid}").exists() for pid in pids):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+    assert "the supervisor is gone: stopping" in gateway.log_text()
