@@ -2,7 +2,8 @@
 
 The workers share the listener and the store; the limits an operator or a merchant was
 promised are divided so that together the workers keep them: SMPP binds (and with them the
-binds' TPS), the simulator's TPS, each app's TPS. One worker is the whole gateway
+binds' TPS), the simulator's TPS, each app's TPS; and so are the gateway's own limits on
+connections and failed authentications. One worker is the whole gateway
 (`ALONE`), so a single process is unchanged.
 """
 
@@ -45,8 +46,16 @@ ALONE = Share(0, 1)
 def worker_config(config: Config, share: Share, port: int) -> Config:
     """A worker's configuration: the listener's port fixed by the supervisor (so a port 0
     is the same one for all), no metrics endpoint of its own (the supervisor serves the
-    gateway's), its share of each app's TPS."""
+    gateway's), its share of each app's TPS, of the connections and of the failed
+    authentications allowed (the kernel spreads connections evenly, an address's too)."""
     apps = tuple(
         attrs.evolve(app, tps=share.rate(app.tps)) if app.tps else app for app in config.apps
     )
-    return attrs.evolve(config, listen=Endpoint(config.listen.host, port), metrics=None, apps=apps)
+    return attrs.evolve(
+        config,
+        listen=Endpoint(config.listen.host, port),
+        metrics=None,
+        apps=apps,
+        max_connections=max(1, share.of(config.max_connections)),
+        auth_fail_limit=max(1, share.of(config.auth_fail_limit)),
+    )

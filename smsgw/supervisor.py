@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Final
 
 import trio
@@ -79,6 +80,8 @@ class Worker:
         self._waiting = -1
         self._reply: dict[str, object] | None = None
         self._replied = trio.Event()
+        # Apps with new receipts to push, named by this worker: for the worker that pushes.
+        self.on_pushes: Callable[[list[str]], None] = lambda apps: None
 
     @property
     def up(self) -> bool:
@@ -94,6 +97,8 @@ class Worker:
             if "ready" in message:
                 info[:] = [str(endpoint) for endpoint in message["ready"]]
                 ready.set()
+            elif "wake_pushes" in message:
+                self.on_pushes(message["wake_pushes"])
             elif message.get("seq") == self._waiting:
                 self._reply = message
                 self._replied.set()
@@ -120,6 +125,13 @@ class Worker:
             self.last_samples = samples
             return samples, checks
 
+    async def wake_pushes(self, apps: list[str]) -> None:
+        link = self.link
+        if link is None:
+            return  # a replacement looks at the outbox when it starts
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await link.send({"wake_pushes": apps})
+
     async def tell_stop(self, now: bool) -> None:
         link = self.link
         if link is None:
@@ -135,6 +147,8 @@ class Supervisor:
         self.config = config
         self.count = config.workers
         self.workers = [Worker(Share(index, self.count)) for index in range(self.count)]
+        for worker in self.workers[1:]:
+            worker.on_pushes = self._wake_pushes
         self.restarts = 0
         self.exit_code = 0
         self._stopping = False
@@ -146,6 +160,10 @@ class Supervisor:
     @property
     def shutdown_requested(self) -> bool:
         return self._stopping
+
+    def _wake_pushes(self, apps: list[str]) -> None:
+        # The first worker pushes the receipts (smsgw.gateway): it hears of new ones now.
+        trio.lowlevel.spawn_system_task(self.workers[0].wake_pushes, apps)
 
     def shutdown(self, *, now: bool = False) -> None:
         """Stop every worker: gracefully, or (a second signal) at once."""

@@ -53,6 +53,11 @@ async def _run(config: Config, share: Share, sock: socket.socket, recover: bool)
     if not recover:
         store = cast(Store, _WithoutRecovery(store))
     gateway = Gateway(config, store=store, share=share)
+    pushes = PushesElsewhere(link)
+    if not share.first:
+        # Worker 1 pushes the receipts: its pusher hears of new ones through the supervisor
+        # rather than at its next look at the outbox.
+        gateway.pipeline.on_pushes = pushes.wake
     async with trio.open_nursery() as outer:
         outer.start_soon(stop_on_signals, gateway, outer.cancel_scope)
         async with trio.open_nursery() as inner:
@@ -64,6 +69,7 @@ async def _run(config: Config, share: Share, sock: socket.socket, recover: bool)
             info = await inner.start(serve)
             await link.send({"ready": [str(endpoint) for endpoint in info.listen]})
             inner.start_soon(_follow_link, link, gateway, outer.cancel_scope)
+            inner.start_soon(pushes.run)
         outer.cancel_scope.cancel()
 
 
@@ -84,6 +90,30 @@ class _WithoutRecovery:
         return RecoveryReport(requeued=0, in_doubt=(), pending_pushes=0, reported=())
 
 
+class PushesElsewhere:
+    """Tells the supervisor which apps have new outbox items, at most one message at a time
+    (the apps named meanwhile go in the next)."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._apps: set[str] = set()
+        self._named = trio.Event()
+
+    def wake(self, appid: str) -> None:
+        self._apps.add(appid)
+        self._named.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._named.wait()
+            self._named = trio.Event()
+            apps, self._apps = sorted(self._apps), set()
+            try:
+                await self.link.send({"wake_pushes": apps})
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the supervisor is gone: the link's reader stops the gateway
+
+
 async def _follow_link(link: Link, gateway: Gateway, everything: trio.CancelScope) -> None:
     while True:
         try:
@@ -100,6 +130,9 @@ async def _follow_link(link: Link, gateway: Gateway, everything: trio.CancelScop
                 await link.send(encode_report(int(message["collect"]), samples, checks))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 continue  # the next receive sees the end of the link
+        elif "wake_pushes" in message:
+            for appid in message["wake_pushes"]:
+                gateway.pusher.wake(str(appid))
         elif message.get("stop") == "now":
             everything.cancel()
             return

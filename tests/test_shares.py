@@ -51,7 +51,7 @@ def test_workers_need_a_bind_each() -> None:
     assert load_config(one_bind).workers == 1  # auto: as many as the binds allow
 
 
-def test_a_worker_config_has_the_port_no_metrics_and_its_share_of_app_tps(
+def test_a_worker_config_has_the_port_no_metrics_and_its_share_of_the_limits(
     tmp_path: Path,
 ) -> None:
     apps = tmp_path / "apps.toml"
@@ -62,12 +62,16 @@ def test_a_worker_config_has_the_port_no_metrics_and_its_share_of_app_tps(
             "SMSGW_LISTEN": "127.0.0.1:0",
             "SMSGW_METRICS": "127.0.0.1:0",
             "SMSGW_WORKERS": "4",
+            "SMSGW_MAX_CONNECTIONS": "1026",
+            "SMSGW_AUTH_FAIL_LIMIT": "2",
         }
     )
     mine = worker_config(config, Share(3, 4), 4321)
     assert mine.listen == Endpoint("127.0.0.1", 4321)
     assert mine.metrics is None
     assert {app.appid: app.tps for app in mine.apps} == {"fast": 25.0, "free": None}
+    assert mine.max_connections == 256  # 257, 257, 256, 256
+    assert mine.auth_fail_limit == 1  # never 0: that would refuse every address
 
 
 def test_carriers_get_their_share() -> None:
