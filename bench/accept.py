@@ -30,6 +30,7 @@ from bench.loadgen import (
     SECRET,
     ServerProcess,
     closed_loop,
+    cpu_seconds,
     open_loop,
     python,
     start_server,
@@ -102,12 +103,15 @@ def measure_gateway(
     try:
         for c in args.concurrency:
             base = closed_loop(baseline.port, **load(c))
+            cpu = cpu_seconds(gateway.process.pid)
             single = closed_loop(gateway.port, **load(c), sendtime=sendtime)
+            cpu = cpu_seconds(gateway.process.pid) - cpu
             batch = closed_loop(gateway.port, **load(c), items=100, sendtime=sendtime)
             print(
                 f"{count} worker(s), {args.workers * c:3} clients: baseline "
                 f"{base.per_second:6.0f} req/s; gateway 1 item {single.per_second:6.0f} req/s"
-                f" = {single.per_second / base.per_second:.2f} of baseline; 100 items "
+                f" = {single.per_second / base.per_second:.2f} of baseline, "
+                f"{cpu / max(single.requests, 1) * 1e6:.0f} us CPU each; 100 items "
                 f"{batch.messages_per_second:6.0f} msg/s (errors {base.errors}/{single.errors}/"
                 f"{batch.errors})"
             )

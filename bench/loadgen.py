@@ -29,6 +29,7 @@ from smsgw.protocol.framing import encode_request
 
 APPID = "bench"
 SECRET = "bench-secret"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
@@ -247,6 +248,18 @@ def child_pids(pid: int) -> list[str]:
         except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that ended meanwhile
     return children
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children alive now (a supervisor's workers;
+    fields 14 and 15 of /proc/PID/stat)."""
+    children = child_pids(pid)
+    total = 0.0
+    for process in (pid, *map(int, children)):
+        stat = Path(f"/proc/{process}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def python() -> str:

@@ -45,11 +45,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import APPID, SECRET, child_pids, frame_for
+from bench.loadgen import APPID, SECRET, cpu_seconds, frame_for
 from tests.gateway_process import GatewayProcess, gateway_process
 from tests.smsc_process import Smsc, SmscError, run_blast, running_smsc
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POLL_S = 0.02  # how often the SMSC's counters are read while a run goes
 RUN_TIMEOUT_S = 120.0  # a run that has not finished by then is reported as stuck
 
@@ -112,18 +111,6 @@ def _submit_batches(args: tuple[int, int, int, int]) -> int:
 
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its children alive now (a supervisor's workers;
-    fields 14 and 15 of /proc/PID/stat)."""
-    children = child_pids(pid)
-    total = 0.0
-    for process in (pid, *map(int, children)):
-        stat = Path(f"/proc/{process}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
 
 
 async def wait_counter(smsc: Smsc, name: str, target: int, timeout: float) -> None:
