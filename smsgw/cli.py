@@ -22,6 +22,7 @@ from smsgw.config import (
     Config,
     ConfigError,
     config_error_in,
+    exception_in,
     load_config,
     redact_url,
 )
@@ -106,22 +107,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise_open_files_limit()
         trio.run(_serve_async, config)
     except (ConfigError, WorkerStartFailed, BaseExceptionGroup) as exc:
-        failed = _start_failure_in(exc)
+        failed = exception_in(exc, WorkerStartFailed)
         if failed is not None:
             print(f"smsgw: {failed}: not starting", file=sys.stderr)
             return failed.code if failed.code == EXIT_CONFIG else 1
         return _explain_config_error(exc)
     return 0
-
-
-def _start_failure_in(exc: BaseException) -> WorkerStartFailed | None:
-    if isinstance(exc, WorkerStartFailed):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (found := _start_failure_in(inner)) is not None:
-                return found
-    return None
 
 
 async def _supervise_async(config: Config) -> int:

@@ -36,16 +36,24 @@ class ConfigError(Exception):
         self.reason = reason
 
 
-def config_error_in(exc: BaseException) -> ConfigError | None:
-    """The ConfigError an exception is or carries (nurseries wrap errors raised at start-up
+E = TypeVar("E", bound=BaseException)
+
+
+def exception_in(exc: BaseException, kind: type[E]) -> E | None:
+    """The `kind` of exception `exc` is or carries (nurseries wrap errors raised at start-up
     in exception groups), or None."""
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            if (found := config_error_in(inner)) is not None:
+            if (found := exception_in(inner, kind)) is not None:
                 return found
     return None
+
+
+def config_error_in(exc: BaseException) -> ConfigError | None:
+    """The ConfigError an exception is or carries, or None."""
+    return exception_in(exc, ConfigError)
 
 
 @attrs.frozen

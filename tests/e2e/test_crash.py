@@ -121,6 +121,18 @@ class Outcome:
     receipts: dict[Pair, list[dict[str, Any]]]  # A002 items the merchant received
 
 
+def loaded_env(tmp_path: Path, merchant: str, **extra: str) -> dict[str, str]:
+    """The gateway of these runs (see `run_interrupted`)."""
+    return gateway_env(
+        tmp_path,
+        sim_url(tmp_path / "sim.log", latency=0.1, dlr_delay="none", fail=0.1),
+        merchant,
+        SMSGW_SENDERS="64",
+        SMSGW_MAX_RETRIES=str(MAX_RETRIES),
+        **extra,
+    )
+
+
 async def run_interrupted(
     tmp_path: Path,
     interrupt: Callable[[GatewayProcess], Awaitable[None]],
@@ -147,14 +159,7 @@ async def run_interrupted(
             # final outcome. The simulator lives in the gateway's process, so the reports it
             # still owed die with it, and the gateway has no timeout for a report that
             # never comes: those messages would stay "submitted" for ever.
-            env = gateway_env(
-                tmp_path,
-                sim_url(log, latency=0.1, dlr_delay="none", fail=0.1),
-                merchant.address,
-                SMSGW_SENDERS="64",
-                SMSGW_MAX_RETRIES=str(MAX_RETRIES),
-                **(extra_env or {}),
-            )
+            env = loaded_env(tmp_path, merchant.address, **(extra_env or {}))
             n.start_soon(clients)
             async with gateway_process(tmp_path, env) as first:
                 gateway.set(first.address)

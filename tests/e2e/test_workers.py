@@ -19,15 +19,15 @@ import trio
 
 from smsgw.client import submit
 from smsgw.protocol.status import Status
-from tests.e2e.delivery_support import all_settled, gateway_env, sim_log, sim_url, wait_until
+from tests.e2e.delivery_support import all_settled, sim_log, wait_until
 from tests.e2e.test_crash import (
     CLIENTS,
     INTERRUPT_AFTER,
-    MAX_RETRIES,
     GatewayAddress,
     Outcome,
     Submissions,
     check_common,
+    loaded_env,
     merchant_client,
     outcome_of,
     run_interrupted,
@@ -167,15 +167,7 @@ async def test_kill_9_one_worker_the_others_finish_its_messages(tmp_path: Path) 
     gateway = GatewayAddress()
     with trio.fail_after(90):
         async with listen_process(tmp_path / "merchant") as merchant:
-            env = gateway_env(
-                tmp_path,
-                sim_url(log, latency=0.1, dlr_delay="none", fail=0.1),
-                merchant.address,
-                SMSGW_SENDERS="64",
-                SMSGW_MAX_RETRIES=str(MAX_RETRIES),
-                SMSGW_LEASE="2s",
-                **WORKERS,
-            )
+            env = loaded_env(tmp_path, merchant.address, SMSGW_LEASE="2s", **WORKERS)
             async with gateway_process(tmp_path, env) as running:
                 gateway.set(running.address)
                 async with trio.open_nursery() as clients:
