@@ -87,15 +87,15 @@ class Worker:
     def up(self) -> bool:
         return self.ready and self.process is not None and self.process.returncode is None
 
-    async def read_link(self, link: Link, ready: trio.Event, info: list[str]) -> None:
-        """Everything the worker says: first that it is ready, then answers to scrapes."""
+    async def read_link(self, link: Link, ready: trio.Event) -> None:
+        """Everything the worker says: first that it is ready, then answers to scrapes and
+        the apps it wrote new receipts for."""
         while True:
             try:
                 message = await link.receive()
             except LinkClosed:
                 return
             if "ready" in message:
-                info[:] = [str(endpoint) for endpoint in message["ready"]]
                 ready.set()
             elif "wake_pushes" in message:
                 self.on_pushes(message["wake_pushes"])
@@ -242,11 +242,10 @@ class Supervisor:
         log.info("%s started (pid %d)", worker.share.name, process.pid)
         if self._stopping:
             await worker.tell_stop(self._stopping_now)
-        ready = trio.Event()
-        info: list[str] = []
+        ready = trio.Event()  # set when it is ready, or when it exited first
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(worker.read_link, link, ready, info)
+                nursery.start_soon(worker.read_link, link, ready)
                 with trio.move_on_after(START_TIMEOUT_S):
                     async with trio.open_nursery() as starting:
                         starting.start_soon(_set_when_exited, process, ready)
