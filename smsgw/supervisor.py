@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -80,8 +80,8 @@ class Worker:
         self._waiting = -1
         self._reply: dict[str, object] | None = None
         self._replied = trio.Event()
-        # Apps with new receipts to push, named by this worker: for the worker that pushes.
-        self.on_pushes: Callable[[list[str]], None] = lambda apps: None
+        # What this worker stored (see smsgw.worker.Nudges): for the other workers.
+        self.on_nudge: Callable[[Worker, dict[str, Any]], None] = lambda worker, nudge: None
 
     @property
     def up(self) -> bool:
@@ -97,8 +97,8 @@ class Worker:
                 return
             if "ready" in message:
                 ready.set()
-            elif "wake_pushes" in message:
-                self.on_pushes(message["wake_pushes"])
+            elif "nudge" in message:
+                self.on_nudge(self, message["nudge"])
             elif message.get("seq") == self._waiting:
                 self._reply = message
                 self._replied.set()
@@ -125,12 +125,12 @@ class Worker:
             self.last_samples = samples
             return samples, checks
 
-    async def wake_pushes(self, apps: list[str]) -> None:
+    async def nudge(self, nudge: dict[str, Any]) -> None:
         link = self.link
-        if link is None:
-            return  # a replacement looks at the outbox when it starts
+        if link is None or not self.up:
+            return  # a worker that starts looks at the store anyway
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await link.send({"wake_pushes": apps})
+            await link.send({"nudge": nudge})
 
     async def tell_stop(self, now: bool) -> None:
         link = self.link
@@ -147,8 +147,8 @@ class Supervisor:
         self.config = config
         self.count = config.workers
         self.workers = [Worker(Share(index, self.count)) for index in range(self.count)]
-        for worker in self.workers[1:]:
-            worker.on_pushes = self._wake_pushes
+        for worker in self.workers:
+            worker.on_nudge = self._pass_nudge
         self.restarts = 0
         self.exit_code = 0
         self._stopping = False
@@ -161,9 +161,19 @@ class Supervisor:
     def shutdown_requested(self) -> bool:
         return self._stopping
 
-    def _wake_pushes(self, apps: list[str]) -> None:
-        # The first worker pushes the receipts (smsgw.gateway): it hears of new ones now.
-        trio.lowlevel.spawn_system_task(self.workers[0].wake_pushes, apps)
+    def _pass_nudge(self, sender: Worker, nudge: dict[str, Any]) -> None:
+        """What one worker stored, to the others: the time new messages are due, and to
+        the first worker (it pushes the receipts: smsgw.gateway) the apps with new ones."""
+        for worker in self.workers:
+            if worker is sender:
+                continue
+            told: dict[str, Any] = {}
+            if nudge.get("due_ms") is not None:
+                told["due_ms"] = nudge["due_ms"]
+            if worker.share.first and nudge.get("pushes"):
+                told["pushes"] = nudge["pushes"]
+            if told:
+                trio.lowlevel.spawn_system_task(worker.nudge, told)
 
     def shutdown(self, *, now: bool = False) -> None:
         """Stop every worker: gracefully, or (a second signal) at once."""

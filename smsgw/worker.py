@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import trio
 
@@ -53,11 +53,12 @@ async def _run(config: Config, share: Share, sock: socket.socket, recover: bool)
     if not recover:
         store = cast(Store, _WithoutRecovery(store))
     gateway = Gateway(config, store=store, share=share)
-    pushes = PushesElsewhere(link)
+    nudges = Nudges(link)
+    # The other workers hear of what this one stored: their dispatchers look at the store
+    # now rather than at their next poll, and worker 1 pushes the receipts written here.
+    gateway.server.on_stored = _both(gateway.pipeline.wake, nudges.stored)
     if not share.first:
-        # Worker 1 pushes the receipts: its pusher hears of new ones through the supervisor
-        # rather than at its next look at the outbox.
-        gateway.pipeline.on_pushes = pushes.wake
+        gateway.pipeline.on_pushes = nudges.pushes
     async with trio.open_nursery() as outer:
         outer.start_soon(stop_on_signals, gateway, outer.cancel_scope)
         async with trio.open_nursery() as inner:
@@ -69,7 +70,7 @@ async def _run(config: Config, share: Share, sock: socket.socket, recover: bool)
             info = await inner.start(serve)
             await link.send({"ready": [str(endpoint) for endpoint in info.listen]})
             inner.start_soon(_follow_link, link, gateway, outer.cancel_scope)
-            inner.start_soon(pushes.run)
+            inner.start_soon(nudges.run)
         outer.cancel_scope.cancel()
 
 
@@ -90,16 +91,22 @@ class _WithoutRecovery:
         return RecoveryReport(requeued=0, in_doubt=(), pending_pushes=0, reported=())
 
 
-class PushesElsewhere:
-    """Tells the supervisor which apps have new outbox items, at most one message at a time
-    (the apps named meanwhile go in the next)."""
+class Nudges:
+    """Tells the supervisor, for the other workers, the earliest time new messages stored
+    here are due and the apps with new receipts: one message at a time, what comes
+    meanwhile goes in the next."""
 
     def __init__(self, link: Link) -> None:
         self.link = link
         self._apps: set[str] = set()
+        self._due_ms: int | None = None
         self._named = trio.Event()
 
-    def wake(self, appid: str) -> None:
+    def stored(self, due_ms: int) -> None:
+        self._due_ms = due_ms if self._due_ms is None else min(self._due_ms, due_ms)
+        self._named.set()
+
+    def pushes(self, appid: str) -> None:
         self._apps.add(appid)
         self._named.set()
 
@@ -107,11 +114,31 @@ class PushesElsewhere:
         while True:
             await self._named.wait()
             self._named = trio.Event()
-            apps, self._apps = sorted(self._apps), set()
+            nudge: dict[str, object] = {}
+            if self._apps:
+                nudge["pushes"], self._apps = sorted(self._apps), set()
+            if self._due_ms is not None:
+                nudge["due_ms"], self._due_ms = self._due_ms, None
             try:
-                await self.link.send({"wake_pushes": apps})
+                await self.link.send({"nudge": nudge})
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the supervisor is gone: the link's reader stops the gateway
+
+
+def _both(first: Callable[[int], None], second: Callable[[int], None]) -> Callable[[int], None]:
+    def call(due_ms: int) -> None:
+        first(due_ms)
+        second(due_ms)
+
+    return call
+
+
+def apply_nudge(gateway: Gateway, nudge: dict[str, Any]) -> None:
+    """What another worker did, told by the supervisor (see `Nudges`)."""
+    for appid in nudge.get("pushes", ()):
+        gateway.pusher.wake(str(appid))
+    if nudge.get("due_ms") is not None:
+        gateway.pipeline.wake(int(nudge["due_ms"]))
 
 
 async def _follow_link(link: Link, gateway: Gateway, everything: trio.CancelScope) -> None:
@@ -130,9 +157,8 @@ async def _follow_link(link: Link, gateway: Gateway, everything: trio.CancelScop
                 await link.send(encode_report(int(message["collect"]), samples, checks))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 continue  # the next receive sees the end of the link
-        elif "wake_pushes" in message:
-            for appid in message["wake_pushes"]:
-                gateway.pusher.wake(str(appid))
+        elif "nudge" in message:
+            apply_nudge(gateway, message["nudge"])
         elif message.get("stop") == "now":
             everything.cancel()
             return

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from smsgw.observe import Check, counter, shared
-from smsgw.worker import PushesElsewhere
+from smsgw.worker import Nudges
 from smsgw.workerlink import Link, LinkClosed, decode_report, encode_report
 
 
@@ -46,17 +46,19 @@ async def test_a_report_survives_the_trip() -> None:
     await receiver.aclose()
 
 
-async def test_new_receipts_are_named_to_the_supervisor_together() -> None:
+async def test_what_a_worker_stored_is_told_in_one_message_at_a_time() -> None:
     link, raw = _pair()
-    pushes = PushesElsewhere(link)
+    nudges = Nudges(link)
     async with trio.open_nursery() as nursery:
-        pushes.wake("shop")
-        pushes.wake("shop")
-        pushes.wake("bank")
-        nursery.start_soon(pushes.run)
+        nudges.pushes("shop")
+        nudges.stored(2_000)
+        nudges.pushes("shop")
+        nudges.stored(1_000)  # the earliest is what counts
+        nudges.pushes("bank")
+        nursery.start_soon(nudges.run)
         reader = Link(raw)
-        assert await reader.receive() == {"wake_pushes": ["bank", "shop"]}
-        pushes.wake("shop")
-        assert await reader.receive() == {"wake_pushes": ["shop"]}
+        assert await reader.receive() == {"nudge": {"pushes": ["bank", "shop"], "due_ms": 1000}}
+        nudges.stored(5_000)
+        assert await reader.receive() == {"nudge": {"due_ms": 5000}}
         nursery.cancel_scope.cancel()
     await link.aclose()
