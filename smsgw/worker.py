@@ -12,7 +12,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import trio
 
@@ -53,7 +53,7 @@ async def _run(config: Config, share: Share, sock: socket.socket, recover: bool)
     if not recover:
         store = cast(Store, _WithoutRecovery(store))
     gateway = Gateway(config, store=store, share=share)
-    nudges = Nudges(link)
+    nudges = Nudges(link, gateway.clock.now_ms)
     # The other workers hear of what this one stored: their dispatchers look at the store
     # now rather than at their next poll, and worker 1 pushes the receipts written here.
     gateway.server.on_stored = _both(gateway.pipeline.wake, nudges.stored)
@@ -91,18 +91,29 @@ class _WithoutRecovery:
         return RecoveryReport(requeued=0, in_doubt=(), pending_pushes=0, reported=())
 
 
+# A nudge costs the three processes a wake-up each: at most one per this interval, with
+# everything that came meanwhile (a few hundredths of a second matter little next to the
+# other workers' own look at the store, at least every second).
+NUDGE_INTERVAL_S: Final = 0.05
+# Messages due later than this are found by the other workers' own look at the store.
+NUDGE_HORIZON_MS: Final = 1000
+
+
 class Nudges:
     """Tells the supervisor, for the other workers, the earliest time new messages stored
-    here are due and the apps with new receipts: one message at a time, what comes
-    meanwhile goes in the next."""
+    here are due (when that is soon) and the apps with new receipts: at most one message
+    per NUDGE_INTERVAL_S, what comes meanwhile goes in the next."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, now_ms: Callable[[], int]) -> None:
         self.link = link
+        self.now_ms = now_ms
         self._apps: set[str] = set()
         self._due_ms: int | None = None
         self._named = trio.Event()
 
     def stored(self, due_ms: int) -> None:
+        if due_ms > self.now_ms() + NUDGE_HORIZON_MS:
+            return
         self._due_ms = due_ms if self._due_ms is None else min(self._due_ms, due_ms)
         self._named.set()
 
@@ -123,6 +134,7 @@ class Nudges:
                 await self.link.send({"nudge": nudge})
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the supervisor is gone: the link's reader stops the gateway
+            await trio.sleep(NUDGE_INTERVAL_S)
 
 
 def _both(first: Callable[[int], None], second: Callable[[int], None]) -> Callable[[int], None]:

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from smsgw.observe import Check, counter, shared
-from smsgw.worker import Nudges
+from smsgw.worker import NUDGE_INTERVAL_S, Nudges
 from smsgw.workerlink import Link, LinkClosed, decode_report, encode_report
 
 
@@ -46,19 +46,26 @@ async def test_a_report_survives_the_trip() -> None:
     await receiver.aclose()
 
 
-async def test_what_a_worker_stored_is_told_in_one_message_at_a_time() -> None:
+async def test_what_a_worker_stored_is_told_in_one_message_at_a_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     link, raw = _pair()
-    nudges = Nudges(link)
+    now = 10_000
+    nudges = Nudges(link, lambda: now)
     async with trio.open_nursery() as nursery:
         nudges.pushes("shop")
-        nudges.stored(2_000)
+        nudges.stored(now + 500)
         nudges.pushes("shop")
-        nudges.stored(1_000)  # the earliest is what counts
+        nudges.stored(now)  # the earliest is what counts
         nudges.pushes("bank")
         nursery.start_soon(nudges.run)
         reader = Link(raw)
-        assert await reader.receive() == {"nudge": {"pushes": ["bank", "shop"], "due_ms": 1000}}
-        nudges.stored(5_000)
-        assert await reader.receive() == {"nudge": {"due_ms": 5000}}
+        assert await reader.receive() == {"nudge": {"pushes": ["bank", "shop"], "due_ms": now}}
+        nudges.stored(now + 86_400_000)  # tomorrow: the others will look by then anyway
+        nudges.stored(now + 900)
+        nudges.stored(now + 600)
+        started = trio.current_time()
+        assert await reader.receive() == {"nudge": {"due_ms": now + 600}}
+        assert trio.current_time() - started >= NUDGE_INTERVAL_S
         nursery.cancel_scope.cancel()
     await link.aclose()
