@@ -4,27 +4,33 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The gateway alone (`make run`): the same venv, without the dev tools.
+RUN_STAMP := $(VENV)/.installed-runtime
 SMSC := tests/smsc
 SMSC_STAMP := $(SMSC)/node_modules/.installed
 
 .PHONY: run test lint typecheck pytest zipapp zipapp-test bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
 	touch $(STAMP)
 
 $(SMSC_STAMP): $(SMSC)/package.json $(SMSC)/package-lock.json
 	cd $(SMSC) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(SMSC_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/smsgw serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check smsgw tests bench
-	$(BIN)/ruff format --check smsgw tests bench
+	$(BIN)/ruff check smsgw tests bench tools
+	$(BIN)/ruff format --check smsgw tests bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,14 +40,13 @@ pytest: $(STAMP) $(SMSC_STAMP)
 
 test: lint typecheck pytest
 
-dist/smsgw.pyz: $(STAMP) shiv.spec pyproject.toml $(shell find smsgw -name '*.py')
-	mkdir -p dist
-	$(BIN)/shiv $$(grep -v '^\s*#' shiv.spec)
+dist/smsgw.pyz: $(STAMP) tools/build_zipapp.py pyproject.toml README.md $(shell find smsgw -name '*.py')
+	$(BIN)/python tools/build_zipapp.py
 
 zipapp: dist/smsgw.pyz
 
 zipapp-test: dist/smsgw.pyz $(SMSC_STAMP)
-	SMSGW_PYZ=$(CURDIR)/dist/smsgw.pyz $(BIN)/pytest -m zipapp -p no:cacheprovider
+	SMSGW_TEST_PYZ=$(CURDIR)/dist/smsgw.pyz $(BIN)/pytest -m zipapp -p no:cacheprovider
 
 bench: $(STAMP) $(SMSC_STAMP)
 	$(BIN)/python bench/accept.py

@@ -10,7 +10,12 @@ single-item submits and their ratio to the baseline's at the same load, messages
 0.9, batches >= 80,000 msg/s, p99 <= 20 ms at 2,000 req/s; 1 worker no slower than before.
 
     python bench/accept.py [--seconds 5] [--workers 2] [--concurrency 8,32]
-                           [--gateway-workers 1,2]
+                           [--gateway-workers 1,2] [--db URL|postgres]
+
+`--db postgres` runs the gateway on a throwaway PostgreSQL cluster (tests/pg_cluster.py:
+SMSGW_TEST_PG_DSN's server, else one started from the server binaries, fsync on), a fresh
+database for each number of workers; targets there (1 worker): ratio >= 0.4; batches >=
+30,000 msg/s.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import database
 from bench.loadgen import (
     APPID,
     SECRET,
@@ -39,11 +45,11 @@ from bench.loadgen import (
 HERE = Path(__file__).resolve().parent
 
 
-def gateway_env(workdir: Path, log_level: str, workers: int) -> dict[str, str]:
+def gateway_env(db_url: str, log_level: str, workers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
     env.update(
         SMSGW_LISTEN="127.0.0.1:0",
-        SMSGW_DB=f"sqlite:///{workdir / 'bench.db'}",
+        SMSGW_DB=db_url,
         SMSGW_APPS=f"{APPID}:{SECRET}",
         SMSGW_LOG_LEVEL=log_level,
         SMSGW_MAX_CONNECTIONS="4096",
@@ -69,6 +75,12 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--log-level", default="info", help="the gateway's SMSGW_LOG_LEVEL")
+    parser.add_argument(
+        "--db",
+        default="",
+        help="SMSGW_DB (default: SQLite in a temporary directory), or"
+        " 'postgres' for a throwaway PostgreSQL",
+    )
     args = parser.parse_args()
     # Scheduled a day ahead: the gateway stores them but its pipeline stays idle, so this
     # measures the accept path alone (bench/pipeline.py measures sending).
@@ -78,7 +90,8 @@ def main() -> None:
         baseline = start_server(
             [python(), str(HERE / "baseline_server.py")], dict(os.environ), workdir
         )
-        print(f"load: {args.workers} processes, {args.seconds:g}s a measurement")
+        store = "SQLite" if not args.db else "PostgreSQL" if args.db == "postgres" else args.db
+        print(f"store: {store}; load: {args.workers} processes, {args.seconds:g}s a measurement")
         try:
             for count in args.gateway_workers:
                 measure_gateway(args, count, baseline, workdir, sendtime)
@@ -91,14 +104,25 @@ def measure_gateway(
 ) -> None:
     """Each gateway figure right after the baseline's at the same load: on a busy machine
     the two see the same background."""
+    run_dir = workdir / f"gateway-{count}"
+    run_dir.mkdir()
+    with database(args.db, run_dir) as db_url:
+        measure_on(args, count, baseline, run_dir, db_url, sendtime)
 
+
+def measure_on(
+    args: argparse.Namespace,
+    count: int,
+    baseline: ServerProcess,
+    run_dir: Path,
+    db_url: str,
+    sendtime: int,
+) -> None:
     def load(concurrency: int) -> dict[str, Any]:
         return {"workers": args.workers, "concurrency": concurrency, "seconds": args.seconds}
 
-    db = workdir / f"gateway-{count}"
-    db.mkdir()
     gateway = start_server(
-        [python(), "-m", "smsgw", "serve"], gateway_env(db, args.log_level, count), db
+        [python(), "-m", "smsgw", "serve"], gateway_env(db_url, args.log_level, count), run_dir
     )
     try:
         for c in args.concurrency:

@@ -16,8 +16,11 @@ gateway's memory with a large backlog.
    1.5x), and with 300,000 to show where it levels off. The dispatcher only ever claims what
    its bounded channel holds; SQLite's page cache grows with the database up to its cap.
 
+3. With --postgres: the throughput at 0 ms on PostgreSQL against SQLite, in alternating
+   rounds (target: PostgreSQL >= 0.7 of SQLite); the memory part is skipped.
+
     python bench/pipeline.py [--messages 20000] [--senders 512] [--rounds 2]
-                             [--queued 100000] [--plateau 300000]
+                             [--queued 100000] [--plateau 300000] [--postgres]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import database
 from bench.loadgen import APPID, SECRET, ServerProcess, python, start_server
 from smsgw.client import PushItem, ReceiptServer, submit
 from smsgw.store.sqlite import CACHE_KIB
@@ -46,11 +50,11 @@ SUBMITTERS = 4  # concurrent merchant connections
 PHONE = "8613800138000"
 
 
-def gateway_env(workdir: Path, carrier: str, senders: int, log_level: str) -> dict[str, str]:
+def gateway_env(db_url: str, carrier: str, senders: int, log_level: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
     env.update(
         SMSGW_LISTEN="127.0.0.1:0",
-        SMSGW_DB=f"sqlite:///{workdir / 'bench.db'}",
+        SMSGW_DB=db_url,
         SMSGW_APPS=f"{APPID}:{SECRET}",
         SMSGW_CARRIER=carrier,
         SMSGW_SENDERS=str(senders),
@@ -118,14 +122,21 @@ class Throughput:
 
 
 async def measure_throughput(
-    workdir: Path, latency: float, messages: int, senders: int, log_level: str
+    workdir: Path, latency: float, messages: int, senders: int, log_level: str, db: str = ""
+) -> Throughput:
+    with database(db, workdir) as db_url:
+        return await _measure_throughput(workdir, db_url, latency, messages, senders, log_level)
+
+
+async def _measure_throughput(
+    workdir: Path, db_url: str, latency: float, messages: int, senders: int, log_level: str
 ) -> Throughput:
     counter = ReceiptCounter(messages)
     server = ReceiptServer(counter)
     async with trio.open_nursery() as nursery:
         receipt_port = await nursery.start(server.run, "127.0.0.1", 0)
         carrier = f"sim://?fail=0&latency={latency:g}&dlr_delay=0"
-        env = gateway_env(workdir, carrier, senders, log_level)
+        env = gateway_env(db_url, carrier, senders, log_level)
         env["SMSGW_APPS"] += f"@127.0.0.1:{receipt_port}"
         gateway = await trio.to_thread.run_sync(start_server, gateway_command(), env, workdir)
         try:
@@ -153,7 +164,7 @@ class Backlog:
 async def measure_backlog(workdir: Path, queued: int, senders: int, log_level: str) -> Backlog:
     """A gateway with `queued` due-now messages piling up behind a 1-submit/s operator."""
     carrier = "sim://?fail=0&latency=0&dlr_delay=0&tps=1"
-    env = gateway_env(workdir, carrier, senders, log_level)
+    env = gateway_env(f"sqlite:///{workdir / 'bench.db'}", carrier, senders, log_level)
     gateway = await trio.to_thread.run_sync(start_server, gateway_command(), env, workdir)
     try:
         await submit_all(gateway.port, f"q{queued}-", queued)
@@ -184,7 +195,31 @@ async def stop(gateway: ServerProcess) -> None:
         print(f"warning: the gateway exited {code} after SIGTERM", file=sys.stderr)
 
 
+async def compare_postgres(args: argparse.Namespace) -> None:
+    print(
+        f"pipeline on PostgreSQL vs SQLite: {args.messages} messages, carrier latency 0,"
+        f" SMSGW_SENDERS={args.senders}; best of {args.rounds} alternating rounds"
+    )
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for name, db in (("SQLite", ""), ("PostgreSQL", "postgres")):
+            with tempfile.TemporaryDirectory() as tmp:
+                result = await measure_throughput(
+                    Path(tmp), 0.0, args.messages, args.senders, args.log_level, db
+                )
+            best[name] = max(best.get(name, 0.0), result.per_second)
+            print(
+                f"  {name:10}: {result.per_second:6.0f} msg/s A001 to A002"
+                f" ({result.duplicates} duplicate A002)"
+            )
+    ratio = best["PostgreSQL"] / best["SQLite"]
+    print(f"  ratio PostgreSQL / SQLite: {ratio:.2f}   (target >= 0.70)")
+
+
 async def run(args: argparse.Namespace) -> None:
+    if args.postgres:
+        await compare_postgres(args)
+        return
     print(
         f"pipeline: {args.messages} messages in {BATCH}-item A001s over {SUBMITTERS} connections,"
         f" SMSGW_SENDERS={args.senders}, simulator fail=0 dlr_delay=0;"
@@ -241,6 +276,9 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (best kept)")
     parser.add_argument("--log-level", default="warning", help="the gateway's SMSGW_LOG_LEVEL")
+    parser.add_argument(
+        "--postgres", action="store_true", help="PostgreSQL against SQLite (throughput only)"
+    )
     trio.run(run, parser.parse_args())
 
 

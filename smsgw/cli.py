@@ -5,26 +5,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
+import textwrap
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import trio
 
 from smsgw import __version__
+from smsgw.banner import banner
 from smsgw.client import ClientError, PushItem, ReceiptServer, submit_sync
 from smsgw.config import (
     DEMO_APPID,
     DEMO_SECRET,
+    SETTINGS,
+    TEST_PREFIX,
     Config,
     ConfigError,
     config_error_in,
     exception_in,
     load_config,
-    redact_url,
 )
 from smsgw.gateway import Gateway, GatewayInfo, start_store, store_from_config
 from smsgw.logs import setup_logging
@@ -55,47 +59,122 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smsgw {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gateway (configured by SMSGW_* variables)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (configured by SMSGW_* variables)",
+        description="Run the gateway. It is configured by the environment variables below,\n"
+        "read once at start; a bad value or an unknown SMSGW_* name stops start-up\n"
+        "with one line (exit code 2).",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.set_defaults(run=_serve)
 
-    send = commands.add_parser("send", help="submit SMS (A001) and print the B001 reply")
-    send.add_argument("--server", default="127.0.0.1:9000", help="gateway host:port")
-    send.add_argument("--appid", default=DEMO_APPID)
-    send.add_argument("--secret", default=DEMO_SECRET)
+    send = commands.add_parser(
+        "send",
+        help="submit SMS (A001) and print the B001 reply",
+        description="Submit SMS (A001) and print the B001 reply as JSON. Exit 0 when every "
+        "item was accepted, 1 when some were not, 3 when the gateway could not be reached.",
+    )
+    send.add_argument(
+        "--server", default="127.0.0.1:9000", help="gateway host:port (default: %(default)s)"
+    )
+    send.add_argument("--appid", default=DEMO_APPID, help="app id (default: %(default)s)")
+    send.add_argument("--secret", default=DEMO_SECRET, help="app secret (default: %(default)s)")
     send.add_argument("--phone", help="one number or several, comma-separated")
     send.add_argument("--message", help="the text")
     send.add_argument("--msgid", help="your id for the message (default: a new random id)")
-    send.add_argument("--msgtype", type=int, choices=(1, 2), default=1, help="1 notice, 2 code")
-    send.add_argument("--sendtime", type=int, help="scheduled time, ms since the epoch")
+    send.add_argument(
+        "--msgtype",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1 notice, 2 code (default: %(default)s)",
+    )
+    send.add_argument(
+        "--sendtime", type=int, help="scheduled time, ms since the epoch (default: now)"
+    )
     send.add_argument("--file", help="a JSON file holding the A001 body (instead of the flags)")
-    send.add_argument("--binary-length", action="store_true", help="4-byte length field")
-    send.add_argument("--timeout", type=float, default=30.0)
+    send.add_argument(
+        "--binary-length",
+        action="store_true",
+        help="4-byte length field (default: six decimal digits)",
+    )
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the answer (default: %(default)s)",
+    )
     send.set_defaults(run=_send)
 
     listen = commands.add_parser(
         "listen", help="receive A002/A003 pushes: print each item as a JSON line, acknowledge"
     )
-    listen.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    listen.add_argument("--port", type=int, default=9100, help="port (0: any free port)")
-    listen.add_argument("--answer", default="0", help="status to answer (0 acknowledges)")
+    listen.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    listen.add_argument(
+        "--port", type=int, default=9100, help="port (default: %(default)s; 0: any free port)"
+    )
+    listen.add_argument(
+        "--answer", default="0", help="status to answer (default: %(default)s, acknowledges)"
+    )
     listen.add_argument("--silent", action="store_true", help="never answer (test timeouts)")
     listen.set_defaults(run=_listen)
 
-    status = commands.add_parser("status", help="show a message's state and history")
+    reads_store = (
+        f"Reads the store SMSGW_DB names (default: {Config().db_url}), read-only; "
+        "the other SMSGW_* variables are checked as smsgw serve checks them."
+    )
+    status = commands.add_parser(
+        "status",
+        help="show a message's state and history",
+        description="Print one JSON array: one entry (state, events, parts, pushes) per "
+        f"phone the msgid was sent to; exit 1 when nothing matches. {reads_store}",
+    )
     status.add_argument("msgid")
     status.add_argument("--appid", help="only this app's message")
+    status.add_argument("--phone", help="only the message to this phone (as submitted)")
+    status.add_argument(
+        "--jsonl", action="store_true", help="one compact JSON object per line instead"
+    )
     status.set_defaults(run=_status)
 
     inbox = commands.add_parser(
-        "inbox", help="list stored mobile-originated messages (replies), newest first"
+        "inbox",
+        help="list stored mobile-originated messages (replies), newest first",
+        description=f"List stored mobile-originated messages, newest first. {reads_store}",
     )
-    inbox.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    inbox.add_argument("--limit", type=int, default=20, help="how many (default: %(default)s)")
     inbox.add_argument("--before", type=int, help="only those with a smaller id (paging)")
     inbox.set_defaults(run=_inbox)
     return parser
 
 
 # --- serve ---
+
+
+def settings_help() -> str:
+    """Every SMSGW_* variable with its default and meaning, from config.SETTINGS."""
+    lines = ["configuration (environment variables):"]
+    for setting in SETTINGS:
+        lines.append(f"  {setting.name} (default: {_plain(setting.default)})")
+        lines.extend(
+            textwrap.wrap(
+                _plain(setting.meaning), 78, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+        )
+    lines += [
+        "",
+        "Durations take 500ms, 10s, 5m, 1h, 30d or plain seconds. Names starting",
+        f"{TEST_PREFIX} are left to test harnesses.",
+    ]
+    return "\n".join(lines)
+
+
+def _plain(markdown: str) -> str:
+    return markdown.replace("`", "")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -166,24 +245,9 @@ async def stop_on_signals(gateway: Gateway, everything: trio.CancelScope) -> Non
 
 
 def _announce(config: Config, info: GatewayInfo) -> None:
-    where = ", ".join(str(endpoint) for endpoint in info.listen)
-    tls = " (TLS)" if config.tls_cert else ""
-    workers = f" ({config.workers} workers)" if config.workers > 1 else ""
-    lines = [
-        f"smsgw {__version__} listening on {where}{tls}{workers}",
-        f"  store: {redact_url(config.db_url)}",
-        f"  carrier: {redact_url(config.carrier_url)}",
-    ]
-    if info.metrics is not None:
-        lines.append(f"  metrics: http://{info.metrics}/metrics and /healthz")
-    if config.demo:
-        lines.append(
-            f"  demo app: appid={DEMO_APPID} secret={DEMO_SECRET} "
-            "(loopback only; set SMSGW_APPS or SMSGW_APPS_FILE for real apps)"
-        )
     # One write with its last newline (print() writes `end` separately), so whoever reads
     # the banner line by line gets all of it together.
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.write(banner(config, info))
     sys.stdout.flush()
 
 
@@ -278,12 +342,32 @@ def _status(args: argparse.Namespace) -> int:
         histories = trio.run(_query, config, lambda store: store.history(args.msgid, args.appid))
     except (ConfigError, BaseExceptionGroup) as exc:
         return _explain_config_error(exc)
+    if args.phone is not None:
+        histories = [history for history in histories if history.message.phone == args.phone]
     if not histories:
-        print(f"smsgw status: no message with msgid {args.msgid!r}", file=sys.stderr)
+        phone = f" to phone {args.phone!r}" if args.phone is not None else ""
+        print(f"smsgw status: no message with msgid {args.msgid!r}{phone}", file=sys.stderr)
         return 1
-    for history in histories:
-        print(json.dumps(_history_json(history), ensure_ascii=False, indent=2))
+    documents = [_history_json(history) for history in histories]
+    if args.jsonl:
+        lines = [json.dumps(document, ensure_ascii=False) for document in documents]
+    else:
+        lines = [json.dumps(documents, ensure_ascii=False, indent=2)]
+    _print_lines(lines)
     return 0
+
+
+def _print_lines(lines: Iterable[str]) -> None:
+    """Print to stdout, stopping quietly when its reader has gone (`smsgw status X | head`)."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python docs advise (signal module, "Note on SIGPIPE"): point stdout at
+        # devnull so the flush at exit does not fail a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _history_json(history: MessageHistory) -> dict[str, Any]:
@@ -319,8 +403,7 @@ def _inbox(args: argparse.Namespace) -> int:
         )
     except (ConfigError, BaseExceptionGroup) as exc:
         return _explain_config_error(exc)
-    for record in records:
-        print(json.dumps(_inbound_json(record), ensure_ascii=False))
+    _print_lines(json.dumps(_inbound_json(record), ensure_ascii=False) for record in records)
     return 0
 
 

@@ -6,9 +6,11 @@ exits 2. With nothing set the result is the embedded demo (DESIGN.md §3).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
@@ -114,7 +116,9 @@ class Config:
     read_timeout: float = 10.0
     idle_timeout: float = 30.0
     max_connections: int = 1024
+    max_connections_per_address: int = 256
     auth_fail_limit: int = 10
+    auth_fail_app_limit: int = 100
     push_timeout: float = 60.0
     push_attempts: int = 3
     push_backoff: float = 5.0
@@ -242,13 +246,32 @@ def _retention(text: str) -> float | None:
     return value
 
 
-def _credential(kind: str, value: str) -> str:
+# App ids and secrets: what survives a shell, a systemd environment file and SMSGW_APPS's own
+# separators (`,` `:` `@`) unquoted, and covers base64 and `secrets.token_urlsafe()`.
+CREDENTIAL_CHARS = frozenset(string.ascii_letters + string.digits + "-_.~+=/")
+CREDENTIAL_ALPHABET = "A-Z a-z 0-9 - _ . ~ + = /"
+CREDENTIAL_RULE = (
+    f"1 to {CREDENTIAL_WIDTH} characters from {CREDENTIAL_ALPHABET}, not starting with 0"
+)
+
+
+def _credential(kind: str, value: str, *, secret: bool = False) -> str:
+    """An app id or secret checked against CREDENTIAL_RULE. Messages about a secret never
+    quote it; the leading-0 rule is the wire's padding (`canonical_credential`): `0123`
+    and `123` are one key there, and `000` is opened by an empty field."""
+    shown = "" if secret else f" {value!r}"
     if not value:
         raise ValueError(f"{kind} is empty")
     if len(value) > CREDENTIAL_WIDTH:
-        raise ValueError(f"{kind} {value[:20]!r} is longer than {CREDENTIAL_WIDTH} characters")
-    if not value.isascii() or not value.isprintable() or value != value.strip():
-        raise ValueError(f"{kind} must be printable ASCII without surrounding spaces")
+        raise ValueError(f"{kind}{shown} is longer than {CREDENTIAL_WIDTH} characters")
+    if not set(value) <= CREDENTIAL_CHARS:
+        hint = " (separate apps with commas)" if ";" in value and secret else ""
+        raise ValueError(f"{kind}{shown} has a character outside {CREDENTIAL_ALPHABET}{hint}")
+    if value.startswith("0"):
+        raise ValueError(
+            f"{kind}{shown} starts with 0: on the wire leading 0s are padding "
+            "(0123 is 123, 000 is an empty field), so it must start with another character"
+        )
     return value
 
 
@@ -274,15 +297,17 @@ def _tps(value: object) -> float:
 def parse_apps_compact(text: str) -> list[AppConfig]:
     """`appid:secret[@host:port]`, comma-separated."""
     apps = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
+    entries = filter(None, (part.strip() for part in text.split(",")))
+    for number, entry in enumerate(entries, 1):
         appid, sep, rest = entry.partition(":")
         if not sep:
-            raise ValueError(f"entry {appid!r} is not appid:secret[@host:port]")
+            # Not quoted: without its colon the entry may well be a secret.
+            raise ValueError(f"entry {number} is not appid:secret[@host:port]")
         secret, at, endpoint = rest.rpartition("@") if "@" in rest else (rest, "", "")
         apps.append(
             AppConfig(
                 appid=_credential("appid", appid),
-                secret=_credential(f"secret of {appid!r}", secret),
+                secret=_credential(f"secret of {appid!r}", secret, secret=True),
                 receipt_endpoint=parse_endpoint(endpoint) if at else None,
             )
         )
@@ -338,7 +363,7 @@ def _app_from_table(appid: str, table: dict[str, Any]) -> AppConfig:
     try:
         return AppConfig(
             appid=_credential("appid", appid),
-            secret=_credential(f"apps.{appid}.secret", typed("secret", str, "")),
+            secret=_credential(f"apps.{appid}.secret", typed("secret", str, ""), secret=True),
             receipt_endpoint=parse_endpoint(endpoint) if endpoint else None,
             status_reports=typed("status_reports", bool, False),
             keep_alive=typed("keep_alive", bool, False),
@@ -351,18 +376,18 @@ def _app_from_table(appid: str, table: dict[str, Any]) -> AppConfig:
 
 
 def _check_unique(apps: list[AppConfig]) -> None:
-    seen: dict[str, str] = {}
+    # With CREDENTIAL_RULE two ids are one on the wire only when they are equal.
+    seen: set[str] = set()
     for app in apps:
         if app.key in seen:
-            raise ValueError(
-                f"apps {seen[app.key]!r} and {app.appid!r} are the same id on the wire "
-                "(ids are left-padded with 0 to 15 characters)"
-            )
-        seen[app.key] = app.appid
+            raise ValueError(f"app {app.appid!r} is defined twice")
+        seen.add(app.key)
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password in it replaced by `***`, fit for logs and banners."""
+    """The URL with any password in it (user part, or a `password=` query parameter as libpq
+    takes) replaced by `***`, fit for logs and banners."""
+    url = _QUERY_PASSWORD.sub(r"\1password=***", url)
     scheme, sep, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")
     userinfo, at, hostport = netloc.rpartition("@")
@@ -370,6 +395,9 @@ def redact_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{hostport}{slash}{tail}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&])password=[^&#]*")
 
 
 def _is_loopback(host: str) -> bool:
@@ -381,9 +409,317 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"expected debug, info, warning, error or critical, got {text!r}")
+    return level
+
+
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError(f"expected text or json, got {text!r}")
+    return value
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
+
+
+def _readable_file(path: str) -> str:
+    _read_text(path)
+    return path
+
+
+MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return available_cores()
+    try:
+        return _int_at_least(1, MAX_WORKERS)(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto: one per core)") from None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not every core of the host)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# --- the variables ---
+
+
+@attrs.frozen
+class Setting:
+    """One `SMSGW_*` variable. `SETTINGS` is the one list of them: `load_config` reads what it
+    names, a name not in it stops start-up, and `smsgw serve --help` and README's table are
+    made from it (a test holds README to it)."""
+
+    name: str
+    default: str  # as shown: Markdown, `code` for a literal value
+    meaning: str  # one line of Markdown
+    # The Config attribute the parsed value sets; None for what load_config combines itself
+    # (the apps, which depend on each other and on SMSGW_LISTEN).
+    field: str | None = None
+    parse: Callable[[str], Any] = str.strip
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "SMSGW_LISTEN",
+        "`127.0.0.1:9000`",
+        "listener `host:port` (`[::1]:9000` for IPv6)",
+        "listen",
+        parse_endpoint,
+    ),
+    Setting(
+        "SMSGW_DB",
+        "`sqlite:///./smsgw.db`",
+        "store URL: `sqlite:////absolute/path.db`, or"
+        " `postgresql://user:password@host:port/dbname` (see PostgreSQL)",
+        "db_url",
+    ),
+    Setting(
+        "SMSGW_CARRIER",
+        "`sim://?fail=0.05&dlr_delay=1`",
+        "upstream operator URL: `sim://`, `smpp://` or `cmpp://` (see Carriers)",
+        "carrier_url",
+    ),
+    Setting(
+        "SMSGW_APPS",
+        "demo app",
+        "`appid:secret[@host:port]`, comma-separated (`@host:port`: receipt endpoint); "
+        "ids and secrets: " + CREDENTIAL_RULE,
+    ),
+    Setting(
+        "SMSGW_APPS_FILE",
+        "—",
+        "TOML file of per-app settings: `secret`, `receipt_endpoint`, "
+        "`status_reports`, `keep_alive`, `networks`, `tps`, `push_length`",
+    ),
+    Setting(
+        "SMSGW_MAX_BODY",
+        "`1048576`",
+        "largest request body in bytes (`1002` above it)",
+        "max_body",
+        _int_at_least(64, MAX_BINARY_LENGTH),
+    ),
+    Setting(
+        "SMSGW_MAX_BATCH",
+        "`1000`",
+        "most deliveries (phones) in one A001 (`1002` above it)",
+        "max_batch",
+        _int_at_least(1),
+    ),
+    Setting(
+        "SMSGW_MAX_SEGMENTS",
+        "`10`",
+        "most SMS segments per message (`2003` above it)",
+        "max_segments",
+        _int_at_least(1, 255),
+    ),
+    Setting(
+        "SMSGW_MAX_SCHEDULE",
+        "`30d`",
+        "how far ahead `sendtime` may be (`2004` beyond)",
+        "max_schedule",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_MAX_RETRIES",
+        "`3`",
+        "further attempts for a notification (msgtype 1) after a failure",
+        "max_retries",
+        _int_at_least(0, 100),
+    ),
+    Setting(
+        "SMSGW_RETRY_BACKOFF",
+        "`10s`",
+        "first retry delay (doubles, with jitter)",
+        "retry_backoff",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_REPORT_TIMEOUT",
+        "`3d`",
+        "a message still without its delivery report this long after it was sent fails "
+        "with stat `UNKNOWN` (A002 status `2`)",
+        "report_timeout",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_RETENTION",
+        "`30d`",
+        "finished messages (with their history and receipts) and MOs are deleted this long "
+        "after they finished or arrived; at least `1h`, or `off` to keep everything",
+        "retention",
+        _retention,
+    ),
+    Setting(
+        "SMSGW_READ_TIMEOUT",
+        "`10s`",
+        "a request frame must arrive within this, or the connection is cut",
+        "read_timeout",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_IDLE_TIMEOUT",
+        "`30s`",
+        "keep-alive connections: idle time before closing",
+        "idle_timeout",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_MAX_CONNECTIONS",
+        "`1024`",
+        "concurrent connections; a new one over it takes the place of the oldest "
+        "connection that has not yet sent a whole frame (that one gets `1008`); only when"
+        " all are busy with a request is the new one answered `1008`. A connection "
+        "answered `1008` waits for its client to close while descriptors are left for "
+        "that (the open-files limit less this and 256), else it is closed at once",
+        "max_connections",
+        _int_at_least(1),
+    ),
+    Setting(
+        "SMSGW_MAX_CONNECTIONS_PER_ADDRESS",
+        "`256`",
+        "concurrent connections from one source address, with the same rule among that "
+        "address's connections",
+        "max_connections_per_address",
+        _int_at_least(1),
+    ),
+    Setting(
+        "SMSGW_AUTH_FAIL_LIMIT",
+        "`10`",
+        "failed authentications per address per minute before `1007`",
+        "auth_fail_limit",
+        _int_at_least(1),
+    ),
+    Setting(
+        "SMSGW_AUTH_FAIL_APP_LIMIT",
+        "`100`",
+        "failed authentications per app per minute, counted from outside the app's "
+        "`networks` (for an app open to all: from addresses it has not authenticated "
+        "from); then those get `1007` for that app",
+        "auth_fail_app_limit",
+        _int_at_least(1),
+    ),
+    Setting(
+        "SMSGW_PUSH_TIMEOUT",
+        "`60s`",
+        "wait for a merchant's B002/B003",
+        "push_timeout",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_PUSH_ATTEMPTS",
+        "`3`",
+        "sends of one receipt before it is abandoned",
+        "push_attempts",
+        _int_at_least(1, 100),
+    ),
+    Setting(
+        "SMSGW_PUSH_BACKOFF",
+        "`5s`",
+        "delay before a failed push is sent again (doubles)",
+        "push_backoff",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_SHUTDOWN_GRACE",
+        "`10s`",
+        "time given to in-flight work on SIGTERM",
+        "shutdown_grace",
+        parse_duration,
+    ),
+    Setting(
+        "SMSGW_SENDERS",
+        "`32`",
+        "concurrent submits to a carrier without a window (`sim://`; raise it for a slow "
+        "carrier: throughput ≈ senders ÷ latency). SMPP runs `window × binds`",
+        "senders",
+        _int_at_least(1, 4096),
+    ),
+    Setting(
+        "SMSGW_LOG_LEVEL",
+        "`info`",
+        "`debug`, `info`, `warning`, `error` or `critical`",
+        "log_level",
+        _log_level,
+    ),
+    Setting(
+        "SMSGW_LOG_FORMAT",
+        "`text`",
+        "`text`, or `json` for one JSON object per line",
+        "log_format",
+        _log_format,
+    ),
+    Setting(
+        "SMSGW_TLS_CERT",
+        "—",
+        "PEM certificate (chain): TLS on the listener, with `SMSGW_TLS_KEY`",
+        "tls_cert",
+        _readable_file,
+    ),
+    Setting(
+        "SMSGW_TLS_KEY",
+        "—",
+        "PEM private key of `SMSGW_TLS_CERT`",
+        "tls_key",
+        _readable_file,
+    ),
+    Setting(
+        "SMSGW_METRICS",
+        "off",
+        "`host:port` of a plain-HTTP `/metrics` (Prometheus) and `/healthz` (below)",
+        "metrics",
+        parse_endpoint,
+    ),
+    Setting(
+        "SMSGW_WORKERS",
+        "`1`",
+        "worker processes (see Workers); `auto`: one per core this process may use, at most"
+        " one per SMPP or CMPP bind",
+        "workers",
+        _workers,
+    ),
+)
+
+# Variables a test harness sets for itself (SMSGW_TEST_PYZ, SMSGW_TEST_PG_DSN): never the
+# gateway's, so never unknown.
+PREFIX = "SMSGW_"
+TEST_PREFIX = "SMSGW_TEST_"
+
+
+def check_names(env: Mapping[str, str]) -> None:
+    """A ConfigError for the first `SMSGW_*` name that is not a setting (a misspelling would
+    otherwise leave its setting on the default without a word), naming the closest one."""
+    known = [setting.name for setting in SETTINGS]
+    for name in sorted(env):
+        if not name.startswith(PREFIX) or name in known or name.startswith(TEST_PREFIX):
+            continue
+        # Compared without the prefix every name shares, which would make all look close.
+        close = difflib.get_close_matches(
+            name.removeprefix(PREFIX), [k.removeprefix(PREFIX) for k in known], n=1
+        )
+        hint = f"did you mean {PREFIX}{close[0]}?" if close else "no such setting"
+        raise ConfigError(name, f"unknown variable, {hint} (`smsgw serve --help` lists them)")
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Read every `SMSGW_*` variable of `env` (default: the process environment)."""
     env = os.environ if env is None else env
+    check_names(env)
     defaults = Config()
     values: dict[str, Any] = {}
 
@@ -396,32 +732,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(name, str(exc)) from None
 
-    read("SMSGW_LISTEN", "listen", parse_endpoint)
-    read("SMSGW_DB", "db_url", str.strip)
-    read("SMSGW_CARRIER", "carrier_url", str.strip)
-    read("SMSGW_MAX_BODY", "max_body", _int_at_least(64, MAX_BINARY_LENGTH))
-    read("SMSGW_MAX_BATCH", "max_batch", _int_at_least(1))
-    read("SMSGW_MAX_SEGMENTS", "max_segments", _int_at_least(1, 255))
-    read("SMSGW_MAX_SCHEDULE", "max_schedule", _positive_duration)
-    read("SMSGW_MAX_RETRIES", "max_retries", _int_at_least(0, 100))
-    read("SMSGW_RETRY_BACKOFF", "retry_backoff", _positive_duration)
-    read("SMSGW_REPORT_TIMEOUT", "report_timeout", _positive_duration)
-    read("SMSGW_RETENTION", "retention", _retention)
-    read("SMSGW_READ_TIMEOUT", "read_timeout", _positive_duration)
-    read("SMSGW_IDLE_TIMEOUT", "idle_timeout", _positive_duration)
-    read("SMSGW_MAX_CONNECTIONS", "max_connections", _int_at_least(1))
-    read("SMSGW_AUTH_FAIL_LIMIT", "auth_fail_limit", _int_at_least(1))
-    read("SMSGW_PUSH_TIMEOUT", "push_timeout", _positive_duration)
-    read("SMSGW_PUSH_ATTEMPTS", "push_attempts", _int_at_least(1, 100))
-    read("SMSGW_PUSH_BACKOFF", "push_backoff", _positive_duration)
-    read("SMSGW_SHUTDOWN_GRACE", "shutdown_grace", parse_duration)
-    read("SMSGW_SENDERS", "senders", _int_at_least(1, 4096))
-    read("SMSGW_LOG_LEVEL", "log_level", _log_level)
-    read("SMSGW_LOG_FORMAT", "log_format", _log_format)
-    read("SMSGW_METRICS", "metrics", parse_endpoint)
-    read("SMSGW_WORKERS", "workers", _workers)
-    read("SMSGW_TLS_CERT", "tls_cert", _readable_file)
-    read("SMSGW_TLS_KEY", "tls_key", _readable_file)
+    for setting in SETTINGS:
+        if setting.field is not None:
+            read(setting.name, setting.field, setting.parse)
 
     if ("tls_cert" in values) != ("tls_key" in values):
         missing = "SMSGW_TLS_KEY" if "tls_cert" in values else "SMSGW_TLS_CERT"
@@ -459,8 +772,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 
 def _workers_for_carrier(workers: int, carrier_url: str, env: Mapping[str, str]) -> int:
-    """Each worker needs its own share of the carrier (SMPP: a bind at least): `auto` is
-    capped there, a number past it is an error."""
+    """Each worker needs its own share of the carrier (SMPP, CMPP: a bind at least): `auto`
+    is capped there, a number past it is an error."""
     from smsgw.carriers import divisions  # the carriers import this module
 
     try:
@@ -473,53 +786,6 @@ def _workers_for_carrier(workers: int, carrier_url: str, env: Mapping[str, str])
         return most
     raise ConfigError(
         "SMSGW_WORKERS",
-        f"{workers} workers need at least {workers} SMPP binds (one each), the carrier has "
+        f"{workers} workers need at least {workers} binds (one each), the carrier has "
         f"binds={most}: raise binds or lower SMSGW_WORKERS",
     )
-
-
-MAX_WORKERS = 256
-
-
-def _workers(text: str) -> int:
-    if text.strip().lower() == "auto":
-        return available_cores()
-    try:
-        return _int_at_least(1, MAX_WORKERS)(text)
-    except ValueError as exc:
-        raise ValueError(f"{exc} (or auto: one per core)") from None
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, not every core of the host)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ValueError(f"expected debug, info, warning, error or critical, got {text!r}")
-    return level
-
-
-def _log_format(text: str) -> str:
-    value = text.strip().lower()
-    if value not in {"text", "json"}:
-        raise ValueError(f"expected text or json, got {text!r}")
-    return value
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path!r}: {exc.strerror}") from None
-
-
-def _readable_file(path: str) -> str:
-    _read_text(path)
-    return path

@@ -31,6 +31,7 @@ from smsgw.server import Server
 from smsgw.shares import ALONE, Share
 from smsgw.store import open_store
 from smsgw.store.base import Store, StoreError
+from smsgw.store.wake import Wake, WakeSource
 
 log = logging.getLogger("smsgw.gateway")
 
@@ -93,6 +94,8 @@ class Gateway:
         self.pusher = Pusher(config, self.store, self.clock)
         self.server.on_stored = self.pipeline.wake
         self.pipeline.on_pushes = self.pusher.wake
+        if isinstance(self.store, WakeSource):  # other gateways' commits on a shared store
+            self.store.on_wake(self._woken)
         self._shutdown = trio.Event()
         self.retention = (
             Retention(self.store, self.clock, config.retention)
@@ -117,6 +120,13 @@ class Gateway:
     async def checks(self) -> list[Check]:
         """What /healthz checks: every part's checks."""
         return await checks_of(self.observed)
+
+    def _woken(self, wake: Wake) -> None:
+        if wake.due_ms is not None:
+            self.pipeline.wake(wake.due_ms)
+        apps = [app.appid for app in self.config.apps] if wake.all_apps else wake.apps
+        for appid in apps:
+            self.pusher.wake(appid)
 
     @property
     def shutdown_requested(self) -> bool:

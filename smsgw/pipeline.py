@@ -100,6 +100,25 @@ MAX_UNMATCHED: Final = 100_000  # reports kept while their submit is not recorde
 UNMATCHED_TTL_S: Final = 600.0
 
 
+def _log_failed_attempt(
+    record: MessageRecord, attempt: int, error: SubmitError, update: MessageUpdate
+) -> None:
+    """The one line of a carrier attempt that did not go through: info while the message
+    will be tried again, a warning when it has failed for good."""
+    final = update.state is State.FAILED
+    log.log(
+        logging.WARNING if final else logging.INFO,
+        "carrier attempt failed: app=%s msgid=%s id=%d attempt=%d stat=%s (%s): %s",
+        record.appid,
+        record.msgid,
+        record.id,
+        attempt,
+        error.stat,
+        f"final: {update.stat}" if final else "will retry",
+        error.detail,
+    )
+
+
 def retry_delay_s(attempt: int, base_s: float, rng: random.Random) -> float:
     """Seconds before the attempt after failed attempt `attempt` (1 for the first):
     base × 2^(attempt-1), jittered ×0.5–1.5 so failed batches do not come back together,
@@ -472,7 +491,10 @@ class Pipeline:
             log.exception("message %d: carrier %s failed", record.id, self.carrier.name)
             outcome = SubmitError(SubmitErrorKind.IN_DOUBT, "CARRIER_ERROR", repr(exc))
         self.submit_seconds.observe(time.perf_counter() - submit_started)
-        return record.appid, self._decide(record, attempt, started, outcome)
+        update = self._decide(record, attempt, started, outcome)
+        if isinstance(outcome, SubmitError):
+            _log_failed_attempt(record, attempt, outcome, update)
+        return record.appid, update
 
     async def _record_with_submitting(self, previous: _Outcome, submitting: _Outcome) -> None:
         """Record a sender's last outcome and its next message's SUBMITTING in one write;

@@ -1,6 +1,7 @@
-"""Rate limits of the listener: a per-app message rate and a per-address failed-auth limit.
+"""Rate limits of the listener: a per-app message rate, failed-auth limits per address and
+per app.
 
-Both take the current time as an argument (Trio's clock in the server, anything in tests)
+The limiters take the current time as an argument (Trio's clock in the server, anything in tests)
 so they hold no clock of their own.
 """
 
@@ -74,3 +75,21 @@ class FailureLimiter:
             oldest_first = sorted(live.items(), key=lambda item: item[1][0])
             live = dict(oldest_first[len(live) - self.max_keys // 2 :])
         self._failures = live
+
+
+@attrs.define
+class RecentKeys:
+    """The last `max_keys` keys seen (least recently seen forgotten first): the addresses an
+    app has authenticated from, which a lock-out of that app spares."""
+
+    max_keys: int = 1024
+    _keys: dict[str, None] = attrs.field(factory=dict)
+
+    def add(self, key: str) -> None:
+        self._keys.pop(key, None)  # re-inserted last: dicts keep insertion order
+        self._keys[key] = None
+        if len(self._keys) > self.max_keys:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys

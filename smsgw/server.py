@@ -10,6 +10,7 @@ import collections
 import contextlib
 import hmac
 import logging
+import resource
 import ssl
 import time
 import uuid
@@ -19,9 +20,11 @@ from typing import Any
 import attrs
 import trio
 
+from smsgw.admission import Admission, Slot
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
 from smsgw.histogram import Histogram
+from smsgw.logs import RepeatLog
 from smsgw.observe import Check, Sample, counter, gauge, histogram
 from smsgw.protocol.framing import (
     ConnectionClosed,
@@ -31,26 +34,31 @@ from smsgw.protocol.framing import (
     RequestDecoder,
     canonical_credential,
     encode_response,
+    max_body_length,
     response_command,
 )
 from smsgw.protocol.messages import (
+    AnswerTooLarge,
     BodyError,
     Delivery,
     SubmitLimits,
     SubmitResponse,
+    encode_answer,
     encode_json,
     error_response,
     parse_submit,
     submit_response,
 )
 from smsgw.protocol.status import Status
-from smsgw.ratelimit import FailureLimiter, TokenBucket
-from smsgw.store.base import NewMessage, Store, StoreClosed
+from smsgw.ratelimit import FailureLimiter, RecentKeys, TokenBucket
+from smsgw.store.base import NewMessage, Store, StoreClosed, StoreError
 from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 
 log = logging.getLogger("smsgw.server")
 
 SUBMIT = "A001"
+# Descriptors kept for everything but merchant connections (store, links, pushes, metrics).
+DESCRIPTOR_RESERVE = 256
 # A secret to compare against when the appid is unknown, so both failures take the same time.
 _NO_SECRET = canonical_credential("\x7f" * 15).encode()
 
@@ -75,7 +83,10 @@ class Server:
             max_segments=config.max_segments,
             max_schedule_ms=int(config.max_schedule * 1000),
         )
+        self._log_repeats = RepeatLog(log)
         self._auth_failures = FailureLimiter(limit=config.auth_fail_limit)
+        self._app_failures = FailureLimiter(limit=config.auth_fail_app_limit)
+        self._proven_addresses = {app.key: RecentKeys() for app in config.apps}
         self._buckets = {app.appid: TokenBucket(app.tps) for app in config.apps if app.tps}
         self._ssl_context = _ssl_context(config) if config.tls_cert else None
         # Called after each commit of new messages with the earliest time (epoch ms) one of
@@ -83,11 +94,14 @@ class Server:
         self.on_stored: Callable[[int], None] = lambda due_ms: None
         self._accept_scope: trio.CancelScope | None = None
         self._stopping = False
-        self.active_connections = 0
+        self._admission = Admission(config.max_connections, config.max_connections_per_address)
         self.requests_served = 0
         # For /metrics: answers by status, connections refused busy, new messages stored.
         self.responses: collections.Counter[str] = collections.Counter()
         self.refused_busy = 0
+        self.refused_unanswered = 0
+        self._refusing = 0  # refused connections waiting for their client's close
+        self._max_refusing = _descriptors_for_refusals(config.max_connections)
         self.messages_accepted = 0
         # From the start of a request's read to its answer written (on a keep-alive
         # connection the read starts with the wait for the next request).
@@ -125,6 +139,7 @@ class Server:
                 for listener in listeners:
                     await listener.aclose()
             handlers.cancel_scope.deadline = trio.current_time() + self.config.shutdown_grace
+        self._log_repeats.flush(trio.current_time())
         log.info("listener stopped", extra={"requests": self.requests_served})
 
     def stop_accepting(self) -> None:
@@ -145,8 +160,18 @@ class Server:
             ),
             counter(
                 "smsgw_refused_busy",
-                "connections refused over SMSGW_MAX_CONNECTIONS",
+                "connections answered 1008: over a connection cap, or shed to make room",
                 self.refused_busy,
+            ),
+            counter(
+                "smsgw_refused_unanswered",
+                "connections closed unanswered: as many refused ones were waiting to close",
+                self.refused_unanswered,
+            ),
+            counter(
+                "smsgw_connections_shed",
+                "connections closed before their first whole frame to make room for a new one",
+                self.connections_shed,
             ),
             counter(
                 "smsgw_messages_accepted",
@@ -165,24 +190,52 @@ class Server:
 
     # --- one connection ---
 
+    @property
+    def active_connections(self) -> int:
+        return self._admission.active
+
+    @property
+    def connections_shed(self) -> int:
+        return self._admission.shed_count
+
     async def _handle(self, stream: trio.abc.Stream) -> None:
         peer = _peer_address(stream)
-        if self.active_connections >= self.config.max_connections:
-            await self._refuse_busy(stream, peer)
+        slot = self._admission.admit(peer)
+        if slot is None:
+            await self._refuse(stream, peer, "too many connections: refusing")
             return
-        self.active_connections += 1
         try:
-            await self._serve_connection(stream, peer)
+            with slot.scope:
+                await self._serve_connection(stream, peer, slot)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("connection from %s broke: %s", peer, exc)
         except Exception:
             # Anything else is a bug; it must cost this connection only, never the server.
             log.exception("connection handler failed", extra={"peer": peer})
         finally:
-            self.active_connections -= 1
-            await _close_tls(stream)
+            self._admission.release(slot)
+            if not slot.shed:
+                await _close_tls(stream)
+        if slot.shed:
+            await self._refuse(stream, peer, "connection without a whole frame shed for a new one:")
 
-    async def _serve_connection(self, stream: trio.abc.Stream, peer: str) -> None:
+    async def _refuse(self, stream: trio.abc.Stream, peer: str, why: str) -> None:
+        """Answer 1008 and wait for the client's close, unless the descriptors left for
+        that are taken: then close at once, unanswered. A refused connection holds no slot;
+        without this bound a flood would hold one descriptor per refusal until accept()
+        fails with EMFILE, for everyone. Logged once, with repeats counted: a flood must
+        not write a line per connection."""
+        self._log_repeats.log(logging.WARNING, why, f"{why} {peer}", trio.current_time())
+        if self._refusing >= self._max_refusing:
+            self.refused_unanswered += 1
+            return  # serve_listeners closes the stream
+        self._refusing += 1
+        try:
+            await self._refuse_busy(stream, peer)
+        finally:
+            self._refusing -= 1
+
+    async def _serve_connection(self, stream: trio.abc.Stream, peer: str, slot: Slot) -> None:
         decoder = RequestDecoder(max_body=self.config.max_body)
         timeout = self.config.read_timeout
         while True:
@@ -202,10 +255,11 @@ class Server:
                 return
             if isinstance(event, ConnectionClosed):
                 return
+            self._admission.frame_received(slot)
             outcome = await self._process(event, peer)
             command = response_command(event.command)
             await self._respond(stream, command, event.length_style, outcome)
-            self._log_request(command, outcome, peer, started)
+            self._log_request(command, outcome, peer, started, event.appid)
             if outcome.app is None or not outcome.app.keep_alive or self._stopping:
                 return
             timeout = self.config.idle_timeout
@@ -213,7 +267,20 @@ class Server:
     async def _respond(
         self, stream: trio.abc.Stream, command: str, style: LengthStyle, outcome: Outcome
     ) -> None:
-        frame = encode_response(command, encode_json(outcome.response), style)
+        response = outcome.response
+        try:
+            body = encode_answer(response, max_body_length(style))
+        except AnswerTooLarge as exc:
+            # Whatever was stored stays stored (a re-submit is answered as duplicates, by
+            # then maybe in a smaller request); never an unanswered request.
+            request_id = uuid.uuid4().hex[:12]
+            log.error("%s (request %s)", exc, request_id)
+            response = error_response(
+                Status.INTERNAL_ERROR,
+                f"answer too large: send fewer deliveries per request (request {request_id})",
+            )
+            body = encode_json(response)
+        frame = encode_response(command, body, style)
         with trio.move_on_after(self.config.read_timeout) as writing:
             await stream.send_all(frame)
         if writing.cancelled_caught:
@@ -222,10 +289,9 @@ class Server:
             log.info("write timeout: client not reading its answer")
             raise trio.BrokenResourceError("write timeout")
         self.requests_served += 1
-        self.responses[outcome.response.status.value] += 1
+        self.responses[response.status.value] += 1
 
     async def _refuse_busy(self, stream: trio.abc.Stream, peer: str) -> None:
-        log.warning("too many connections: refusing %s", peer)
         self.refused_busy += 1
         body = encode_json(error_response(Status.BUSY, "gateway busy: retry later"))
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -246,16 +312,9 @@ class Server:
 
     async def _process(self, request: Request, peer: str) -> Outcome:
         now = trio.current_time()
-        if self._auth_failures.blocked(peer, now):
-            return Outcome(error_response(Status.RATE_LIMITED, "too many failed authentications"))
-        app = self._authenticate(request)
-        if app is None:
-            self._auth_failures.record_failure(peer, now)
-            return Outcome(error_response(Status.AUTH_FAILED, "authentication failed"))
-        if not app.allows(peer):
-            return Outcome(
-                error_response(Status.SOURCE_NOT_ALLOWED, f"source {peer} not allowed"), app
-            )
+        app = self._admit_credentials(request, peer, now)
+        if isinstance(app, Outcome):
+            return app
         if request.command != SUBMIT:
             return Outcome(
                 error_response(Status.UNKNOWN_COMMAND, f"unknown command {request.command!r}"),
@@ -265,22 +324,77 @@ class Server:
             return await self._submit(request, app, now)
         except StoreClosed:
             return Outcome(error_response(Status.BUSY, "gateway shutting down: retry later"), app)
-        except Exception:
+        except StoreError as exc:
+            # The database failed or cannot be reached (a full disk, a PostgreSQL restart):
+            # nothing is answered 0, and a re-send is safe whether or not the commit got
+            # through. The disk's fault, not ours: one line, no traceback, repeats counted.
+            self._log_repeats.log(
+                logging.WARNING,
+                f"{type(exc).__name__}: {exc}",
+                f"store unavailable (app {app.appid}): {exc}",
+                now,
+            )
+            return Outcome(error_response(Status.BUSY, "store unavailable: retry later"), app)
+        except Exception as exc:
             request_id = uuid.uuid4().hex[:12]
-            log.exception("internal error", extra={"request_id": request_id, "app": app.appid})
+            # A bug gets its traceback once; its repeats are counted.
+            self._log_repeats.log(
+                logging.ERROR,
+                f"{type(exc).__name__}: {exc}",
+                f"internal error (app {app.appid}, request {request_id}): "
+                f"{type(exc).__name__}: {exc}",
+                now,
+                exc_info=exc,
+            )
             return Outcome(
                 error_response(Status.INTERNAL_ERROR, f"internal error (request {request_id})"),
                 app,
             )
 
-    def _authenticate(self, request: Request) -> AppConfig | None:
-        app = self._apps.get(canonical_credential(request.appid))
+    def _admit_credentials(self, request: Request, peer: str, now: float) -> AppConfig | Outcome:
+        """The app the request authenticates as, or the refusal to answer with."""
+        if self._auth_failures.blocked(peer, now):
+            return Outcome(error_response(Status.RATE_LIMITED, "too many failed authentications"))
+        claimed = self._apps.get(canonical_credential(request.appid))
+        if claimed is None:
+            guarded = False
+        elif not claimed.allows(peer):
+            # Answered before the secret is looked at: from here a right and a wrong secret
+            # must get the same answer, or the allowlist tells a guesser when it is right.
+            # No app in the outcome: nothing was authenticated, so no keep-alive either.
+            return Outcome(error_response(Status.SOURCE_NOT_ALLOWED, f"source {peer} not allowed"))
+        else:
+            # Failures from outside the app's own networks (for an app open to all: from an
+            # address it has not authenticated from) also count against the app, so rotating
+            # addresses buys no more guesses, and its own clients are never locked out.
+            guarded = not claimed.networks and peer not in self._proven(claimed)
+            if guarded and self._app_failures.blocked(claimed.key, now):
+                return Outcome(
+                    error_response(
+                        Status.RATE_LIMITED, "too many failed authentications for this app"
+                    )
+                )
+        app = self._authenticate(request, claimed)
+        if app is None:
+            self._auth_failures.record_failure(peer, now)
+            if guarded and claimed is not None:
+                self._app_failures.record_failure(claimed.key, now)
+            return Outcome(error_response(Status.AUTH_FAILED, "authentication failed"))
+        self._proven(app).add(peer)
+        return app
+
+    def _authenticate(self, request: Request, app: AppConfig | None) -> AppConfig | None:
+        """`app` (the one the request's appid names) if the secret is its own, else None."""
         given = canonical_credential(request.appsecret).encode()
         expected = canonical_credential(app.secret).encode() if app else _NO_SECRET
         # compare_digest always runs, so an unknown appid and a wrong secret take equal time.
         if hmac.compare_digest(given, expected) and app is not None:
             return app
         return None
+
+    def _proven(self, app: AppConfig) -> RecentKeys:
+        """The addresses `app` has recently authenticated from."""
+        return self._proven_addresses[app.key]
 
     async def _submit(self, request: Request, app: AppConfig, now: float) -> Outcome:
         try:
@@ -310,18 +424,32 @@ class Server:
                 self.on_stored(min(due))
         return Outcome(submit_response(slots, stored), app, len(slots))
 
-    def _log_request(self, command: str, outcome: Outcome, peer: str, started: float) -> None:
+    def _log_request(
+        self, command: str, outcome: Outcome, peer: str, started: float, tried: str = ""
+    ) -> None:
+        """One line per answer; `tried` is the request's raw APPID field, shown when it named
+        no app (a `1005` says which id was tried)."""
         seconds = time.perf_counter() - started
         self.request_seconds.observe(seconds)
         log.info(
             "%s app=%s items=%d status=%s %.1fms peer=%s",
             command,
-            outcome.app.appid if outcome.app else "-",
+            outcome.app.appid if outcome.app else _shown_appid(tried),
             outcome.items,
             outcome.response.status.value,
             seconds * 1000,
             peer,
         )
+
+
+def _shown_appid(raw: str) -> str:
+    """A request's APPID field for a log line: without its padding (configured ids never
+    start with 0), quoted when that leaves it empty or with a space or NUL in it (the
+    framing lets only printable ASCII and NUL through)."""
+    if not raw:
+        return "-"
+    appid = raw.strip(" \x00").lstrip("0")
+    return appid if appid and appid.isprintable() and " " not in appid else repr(appid)
 
 
 async def _close_tls(stream: trio.abc.Stream) -> None:
@@ -332,6 +460,16 @@ async def _close_tls(stream: trio.abc.Stream) -> None:
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True
             await stream.aclose()
+
+
+def _descriptors_for_refusals(max_connections: int) -> int:
+    """How many refused connections may wait for their client's close: the open-files limit
+    less what the admitted connections and the rest of the gateway (store, carrier links,
+    pushes, metrics) may need."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections * 16
+    return max(0, soft - max_connections - DESCRIPTOR_RESERVE)
 
 
 def _new_message(appid: str, delivery: Delivery) -> NewMessage:

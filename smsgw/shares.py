@@ -57,5 +57,7 @@ def worker_config(config: Config, share: Share, port: int) -> Config:
         metrics=None,
         apps=apps,
         max_connections=max(1, share.of(config.max_connections)),
+        max_connections_per_address=max(1, share.of(config.max_connections_per_address)),
         auth_fail_limit=max(1, share.of(config.auth_fail_limit)),
+        auth_fail_app_limit=max(1, share.of(config.auth_fail_app_limit)),
     )

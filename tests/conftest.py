@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 from smsgw.config import Config, load_config
@@ -21,6 +23,7 @@ from smsgw.protocol.framing import (
     encode_request,
 )
 from smsgw.store.base import Store
+from tests.pg_cluster import REQUIRE_VARIABLE, Cluster, start_cluster, unavailable_reason
 
 # Connection storms open thousands of sockets in one test process.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -64,11 +67,17 @@ async def running_gateway(
 
 
 async def raw_exchange(
-    port: int, data: bytes, *, timeout: float = 10.0, shutdown_write: bool = False
+    port: int,
+    data: bytes,
+    *,
+    timeout: float = 10.0,
+    shutdown_write: bool = False,
+    source: str | None = None,
 ) -> bytes:
-    """Send raw bytes, read everything the server sends until it closes."""
+    """Send raw bytes, read everything the server sends until it closes. `source`: the
+    local address to connect from (any of 127.0.0.0/8 works on Linux)."""
     with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
         async with stream:
             if data:
                 await stream.send_all(data)
@@ -118,5 +127,55 @@ def item(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
-async def submit_raw(port: int, body: Any, **options: Any) -> dict[str, Any]:
-    return reply_body(await raw_exchange(port, submit_frame(body, **options)))
+async def submit_raw(
+    port: int, body: Any, *, source: str | None = None, **options: Any
+) -> dict[str, Any]:
+    return reply_body(await raw_exchange(port, submit_frame(body, **options), source=source))
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+
+_pg_skipped: list[str] = []  # the reason, once, when the PostgreSQL tests were left out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need PostgreSQL (the `pg_cluster` fixture) are left out, with one line in
+    the summary, where none can be had; never when SMSGW_TEST_REQUIRE_PG is set (CI): there
+    they run and fail."""
+    needing = [item for item in items if "pg_cluster" in getattr(item, "fixturenames", ())]
+    if not needing or os.environ.get(REQUIRE_VARIABLE):
+        return
+    reason = unavailable_reason()
+    if reason is None:
+        return
+    config.hook.pytest_deselected(items=needing)
+    left = set(needing)
+    items[:] = [item for item in items if item not in left]
+    _pg_skipped.append(f"{len(needing)} PostgreSQL tests skipped: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _pg_skipped:
+        terminalreporter.write_line(line, yellow=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.fail(f"PostgreSQL required ({REQUIRE_VARIABLE}) but {reason}")
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A new empty database on the test server, as a libpq URL; dropped afterwards."""
+    url = pg_cluster.new_database()
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(url)

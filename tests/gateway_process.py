@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -60,8 +61,8 @@ class GatewayProcess:
 
 
 def smsgw_command() -> list[str]:
-    """The gateway under test: the zipapp when SMSGW_PYZ names one, else this checkout."""
-    pyz = os.environ.get("SMSGW_PYZ")
+    """The gateway under test: the zipapp when SMSGW_TEST_PYZ names one, else this checkout."""
+    pyz = os.environ.get("SMSGW_TEST_PYZ")
     if pyz:
         return [sys.executable, pyz]
     return [sys.executable, "-m", "smsgw"]
@@ -95,17 +96,30 @@ async def run_cli(
 
 @asynccontextmanager
 async def gateway_process(
-    workdir: Path, env: Mapping[str, str] | None = None, *, start_timeout: float = 30.0
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    start_timeout: float = 30.0,
+    command: Sequence[str] | None = None,
+    open_files: int | None = None,
 ) -> AsyncIterator[GatewayProcess]:
-    """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs)."""
+    """A running gateway; on exit it gets SIGTERM and must exit 0 (killed if it hangs).
+    `command` replaces `smsgw_command()` (e.g. to run it as another user); `open_files`:
+    its RLIMIT_NOFILE, soft and hard (the gateway cannot raise it)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = open(workdir / "gateway.log", "ab")  # noqa: SIM115 - closed below
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = await trio.lowlevel.open_process(
-        [*smsgw_command(), "serve"],
+        [*(command or smsgw_command()), "serve"],
         env=base_env(workdir, env or {}),
         cwd=str(workdir),
         stdout=subprocess.PIPE,
         stderr=log_file,
+        preexec_fn=limit_open_files,
     )
     lines: list[bytes] = []
     listening: list[int] = []

@@ -1,4 +1,4 @@
-from smsgw.ratelimit import FailureLimiter, TokenBucket
+from smsgw.ratelimit import FailureLimiter, RecentKeys, TokenBucket
 
 
 def test_bucket_admits_rate_per_second_and_lets_a_big_batch_into_debt() -> None:
@@ -31,3 +31,14 @@ def test_failure_limiter_memory_is_bounded() -> None:
     limiter.record_failure("addr999", now=1.0)
     limiter.record_failure("addr999", now=1.0)
     assert limiter.blocked("addr999", now=2.0)
+
+
+def test_recent_keys_forget_the_least_recently_seen() -> None:
+    keys = RecentKeys(max_keys=2)
+    keys.add("a")
+    keys.add("b")
+    keys.add("a")  # seen again: now the most recent
+    keys.add("c")
+    assert "a" in keys
+    assert "c" in keys
+    assert "b" not in keys

@@ -16,7 +16,7 @@ import trio
 import trustme
 
 from smsgw.protocol.framing import LengthStyle, encode_request
-from smsgw.store.base import NewMessage, Store
+from smsgw.store.base import CommitFailed, NewMessage, Store
 from tests.conftest import (
     APPID,
     SECRET,
@@ -281,6 +281,8 @@ async def test_source_network_not_allowed(tmp_path: Path) -> None:
     async with running_gateway(config) as gw:
         reply = await submit_raw(gw.port, [item()])
         assert reply["status"] == "1006"
+        # Answered before the secret is looked at: a wrong one cannot be told from the right.
+        assert await submit_raw(gw.port, [item()], secret="guess") == reply
         assert await stored_count(gw.store) == 0
 
 
@@ -332,6 +334,8 @@ class FailingStore:
     async def insert_messages(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         if any(message.msgid == "explode" for message in messages):
             raise RuntimeError("disk on fire")
+        if any(message.msgid == "db-down" for message in messages):
+            raise CommitFailed("PostgreSQL connection lost (nothing stored)")
         return await self._inner.insert_messages(messages, now_ms)
 
 
@@ -344,6 +348,19 @@ async def test_internal_error_answers_9999_and_the_server_goes_on(tmp_path: Path
         reply = await submit_raw(gw.port, [item(msgid="fine"), item(msgid="explode")])
         assert reply["status"] == "9999"
         assert "request" in reply["error"]
+        assert await stored_count(gw.store) == 0
+        await assert_still_serving(gw.port)
+
+
+async def test_a_store_error_answers_1008_and_the_server_goes_on(tmp_path: Path) -> None:
+    from smsgw.gateway import store_from_config
+
+    config = make_config(tmp_path)
+    store: Any = FailingStore(store_from_config(config))
+    async with running_gateway(config, store=store) as gw:
+        reply = await submit_raw(gw.port, [item(msgid="fine"), item(msgid="db-down")])
+        assert reply["status"] == "1008"
+        assert reply["error"] == "store unavailable: retry later"
         assert await stored_count(gw.store) == 0
         await assert_still_serving(gw.port)
 
@@ -392,8 +409,12 @@ async def test_a_refused_connection_ends_its_side_and_waits_for_the_clients_clos
     config = make_config(tmp_path, SMSGW_MAX_CONNECTIONS="1", SMSGW_READ_TIMEOUT="20s")
     async with running_gateway(config) as gw:
         with trio.fail_after(30):
-            holder = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            # Over the cap, the new connection takes the place of the one that has sent
+            # nothing yet: that one is refused.
             refused = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            while gw.gateway.server.active_connections < 1:  # noqa: ASYNC110 - a count
+                await trio.sleep(0.01)
+            holder = await trio.open_tcp_stream("127.0.0.1", gw.port)
             received = b""
             while chunk := await refused.receive_some(65536):
                 received += chunk

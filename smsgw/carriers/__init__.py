@@ -34,13 +34,14 @@ __all__ = [
 def open_carrier(
     url: str, *, now_ms: Callable[[], int] | None = None, share: Share = ALONE
 ) -> Carrier:
-    """Build the carrier a URL names (``sim://?...`` or ``smpp://id:password@host:port?...``).
+    """Build the carrier a URL names (``sim://?...``, ``smpp://id:password@host:port?...``
+    or ``cmpp://SP_ID:SECRET@host:port?src_id=...``).
 
     Raises ValueError with a message naming the bad part; the message never repeats the
     URL itself, which may hold a password. `now_ms` (epoch ms, e.g. `WallClock().now_ms`)
     stamps reports; by default each carrier makes its own `smsgw.clock.WallClock`. `share`:
     one worker of several gets its part of the operator's limits (`smsgw.shares`): of the
-    simulator's tps, of the SMPP binds (each bind keeps its own tps).
+    simulator's tps, of the SMPP binds or CMPP connections (each keeps its own tps).
     """
     try:
         scheme = urlsplit(url).scheme
@@ -55,23 +56,40 @@ def open_carrier(
         from smsgw.carriers.smpp.settings import parse_smpp_url
 
         smpp = parse_smpp_url(url)
-        binds = share.of(smpp.binds)
-        if binds == 0:
-            raise ValueError(
-                f"binds={smpp.binds} cannot be shared by {share.count} workers "
-                "(each worker needs a bind of its own): raise binds or lower SMSGW_WORKERS"
-            )
-        return SmppCarrier(attrs.evolve(smpp, binds=binds), now_ms=now_ms)
+        return SmppCarrier(attrs.evolve(smpp, binds=_binds(smpp.binds, share)), now_ms=now_ms)
+    if scheme == "cmpp":
+        from smsgw.carriers.cmpp.carrier import CmppCarrier
+        from smsgw.carriers.cmpp.settings import parse_cmpp_url
+
+        cmpp = parse_cmpp_url(url)
+        return CmppCarrier(attrs.evolve(cmpp, binds=_binds(cmpp.binds, share)), now_ms=now_ms)
     if not scheme:
-        raise ValueError("carrier URL has no scheme: expected sim://... or smpp://...")
-    raise ValueError(f"unknown carrier scheme {scheme!r}: expected sim:// or smpp://")
+        raise ValueError("carrier URL has no scheme: expected sim://..., smpp://... or cmpp://...")
+    raise ValueError(f"unknown carrier scheme {scheme!r}: expected sim://, smpp:// or cmpp://")
+
+
+def _binds(total: int, share: Share) -> int:
+    """A worker's part of the connections (SMPP binds, CMPP connections); each keeps its
+    own tps, so the operator's total is divided with them."""
+    binds = share.of(total)
+    if binds == 0:
+        raise ValueError(
+            f"binds={total} cannot be shared by {share.count} workers "
+            "(each worker needs a bind of its own): raise binds or lower SMSGW_WORKERS"
+        )
+    return binds
 
 
 def divisions(url: str) -> int | None:
-    """Among how many workers at most the carrier a URL names can be shared (SMPP: its
-    binds, one each at least), or None when any number can. A bad URL: ValueError."""
-    if urlsplit(url).scheme == "smpp":
+    """Among how many workers at most the carrier a URL names can be shared (SMPP, CMPP:
+    its binds, one each at least), or None when any number can. A bad URL: ValueError."""
+    scheme = urlsplit(url).scheme
+    if scheme == "smpp":
         from smsgw.carriers.smpp.settings import parse_smpp_url
 
         return parse_smpp_url(url).binds
+    if scheme == "cmpp":
+        from smsgw.carriers.cmpp.settings import parse_cmpp_url
+
+        return parse_cmpp_url(url).binds
     return None

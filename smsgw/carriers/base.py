@@ -1,4 +1,4 @@
-"""What every upstream carrier (simulator, SMPP, later CMPP) offers the pipeline.
+"""What every upstream carrier (simulator, SMPP, CMPP) offers the pipeline.
 
 The pipeline only talks to this interface: it submits one `OutboundSms` at a time (many
 concurrently), gets a `SubmitAccepted` or a `SubmitError` whose `kind` tells it what to do
@@ -158,7 +158,7 @@ class Carrier(Protocol):
 
 @runtime_checkable
 class ReceivesMo(Protocol):
-    """A carrier that also receives mobile-originated messages (SMPP; not the simulator)."""
+    """A carrier that also receives mobile-originated messages (SMPP, CMPP; not the simulator)."""
 
     def mo(self) -> trio.MemoryReceiveChannel[ReceivedMo]:
         """The MO channel, for ONE consumer; closed when the carrier's run() ends. Each MO

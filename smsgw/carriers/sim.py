@@ -36,7 +36,6 @@ import os
 import random
 import secrets
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
 
 import attrs
 import trio
@@ -48,6 +47,7 @@ from smsgw.carriers.base import (
     SubmitError,
     SubmitErrorKind,
 )
+from smsgw.carriers.url import parameter_error, parse_carrier_url, parse_float, parse_int
 from smsgw.clock import WallClock
 from smsgw.encoding import count_segments
 
@@ -65,7 +65,7 @@ REPORT_BUFFER = 1024
 
 
 def _problem(name: str, message: str) -> ValueError:
-    return ValueError(f"sim carrier parameter {name!r}: {message}")
+    return parameter_error("sim", name, message)
 
 
 def _check_share(name: str, value: float) -> None:
@@ -115,57 +115,26 @@ class SimConfig:
             raise _problem("log", "must be a file path")
 
 
-def _parse_float(name: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise _problem(name, f"must be a number, got {raw!r}") from None
-
-
 def parse_sim_url(url: str) -> SimConfig:
     """Parse and validate a ``sim://?...`` URL; ValueError names the bad parameter."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as error:
-        raise ValueError(f"sim carrier URL is malformed: {error}") from None
-    if parts.scheme != "sim":
-        raise ValueError(f"not a sim carrier URL (scheme {parts.scheme!r}, expected 'sim')")
-    if parts.netloc or parts.path not in ("", "/"):
-        raise ValueError("sim carrier URL takes no host or path: write sim://?name=value&...")
-    if parts.fragment:
-        raise ValueError("sim carrier URL takes no #fragment")
-
-    raw: dict[str, str] = {}
-    for field in parts.query.split("&"):
-        if not field:
-            continue
-        name, equals, value = field.partition("=")
-        name = unquote(name)
-        if not equals:
-            raise _problem(name, "has no value (write name=value)")
-        if name not in SIM_PARAMETERS:
-            raise ValueError(
-                f"sim carrier: unknown parameter {name!r} (known: {', '.join(SIM_PARAMETERS)})"
-            )
-        if name in raw:
-            raise _problem(name, "is given twice")
-        raw[name] = unquote(value)
+    raw = parse_carrier_url(
+        url, "sim", SIM_PARAMETERS, usage="sim://?name=value&...", server=False
+    ).params
 
     defaults = SimConfig()
 
     def number(name: str, default: float) -> float:
-        return _parse_float(name, raw[name]) if name in raw else default
+        return parse_float("sim", name, raw[name]) if name in raw else default
 
     dlr_delay = defaults.dlr_delay
     if "dlr_delay" in raw:
         text = raw["dlr_delay"]
-        dlr_delay = None if text.strip().lower() == "none" else _parse_float("dlr_delay", text)
+        dlr_delay = (
+            None if text.strip().lower() == "none" else parse_float("sim", "dlr_delay", text)
+        )
     seed = None
     if raw.get("seed"):  # an empty seed means "not seeded"
-        try:
-            seed = int(raw["seed"])
-        except ValueError:
-            raise _problem("seed", f"must be an integer, got {raw['seed']!r}") from None
+        seed = parse_int("sim", "seed", raw["seed"])
     return SimConfig(
         fail=number("fail", defaults.fail),
         reject=number("reject", defaults.reject),

@@ -14,6 +14,7 @@ from typing import Final
 import attrs
 
 from smsgw.protocol.status import Status
+from smsgw.sansio import NEED_DATA, NeedData
 
 __all__ = [
     "CREDENTIAL_SIZE",
@@ -31,6 +32,7 @@ __all__ = [
     "canonical_credential",
     "encode_request",
     "encode_response",
+    "max_body_length",
     "pad_credential",
     "response_command",
 ]
@@ -61,6 +63,15 @@ _LENGTH_SIZE: Final = {
     LengthStyle.DECIMAL: DECIMAL_LENGTH_SIZE,
     LengthStyle.BINARY: BINARY_LENGTH_SIZE,
 }
+_MAX_LENGTH: Final = {
+    LengthStyle.DECIMAL: MAX_DECIMAL_LENGTH,
+    LengthStyle.BINARY: MAX_BINARY_LENGTH,
+}
+
+
+def max_body_length(style: LengthStyle) -> int:
+    """The largest body a frame's LENGTH of this style can declare."""
+    return _MAX_LENGTH[style]
 
 
 @attrs.frozen
@@ -82,23 +93,6 @@ class Response:
 @attrs.frozen
 class ConnectionClosed:
     """The peer closed the connection cleanly, between frames."""
-
-
-class NeedData:
-    """Sentinel type: the decoder needs more bytes before it can produce an event."""
-
-    _instance: NeedData | None = None
-
-    def __new__(cls) -> NeedData:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-NEED_DATA: Final[NeedData] = NeedData()
 
 
 class ProtocolError(Exception):

@@ -25,6 +25,7 @@ from smsgw.protocol.status import Status
 
 __all__ = [
     "Ack",
+    "AnswerTooLarge",
     "BodyError",
     "Delivery",
     "ItemResult",
@@ -34,6 +35,7 @@ __all__ = [
     "SubmitLimits",
     "SubmitResponse",
     "converter",
+    "encode_answer",
     "encode_json",
     "error_response",
     "parse_ack",
@@ -47,8 +49,13 @@ __all__ = [
 T = TypeVar("T")
 
 MAX_MSGID_LENGTH: Final = 64
-# How much of a bad value an answer echoes back: a reply must stay small whatever was sent.
+MAX_PHONE_LENGTH: Final = 21  # "+" and 20 digits
+# How much of a bad value an answer echoes back, and of one result's error text: an answer
+# must stay small (bounded per result) whatever was sent.
 ECHO_LIMIT: Final = 64
+ERROR_LIMIT: Final = 200
+# A result's error when the whole answer would not fit its length field with all of them.
+_ERRORS_LEFT_OUT: Final = "details left out: the answer would be too large"
 _MAX_TIME_DIGITS: Final = 20  # far beyond any real time in ms; keeps int() cheap
 _PHONE: Final = re.compile(r"\+?[0-9]{5,20}")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -159,11 +166,32 @@ class Ack:
 # --- field hooks --------------------------------------------------------------------------
 
 
-def _echo(text: str) -> str:
-    """A value fit to echo in an answer: bounded, and always encodable as UTF-8."""
-    if len(text) > ECHO_LIMIT:
-        text = text[:ECHO_LIMIT] + "…"
-    return _SURROGATE.sub("\ufffd", text)
+def _echo(text: str, limit: int = ECHO_LIMIT) -> str:
+    """A value fit to echo in an answer: at most `limit` characters (and an ellipsis), each
+    printable (anything else, surrogates included, becomes U+FFFD): a few bytes each in JSON."""
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else "\ufffd" for char in text)
+
+
+def _echo_msgid(value: object) -> str:
+    """The msgid to answer an invalid item with: as given when it is a valid msgid (the
+    merchant's key for the result), else shortened; "" when it is not text or a number."""
+    if not (isinstance(value, str) or _is_int(value)):
+        return ""
+    text = str(value)
+    valid = 0 < len(text) <= MAX_MSGID_LENGTH and _SURROGATE.search(text) is None
+    return text if valid else _echo(text)
+
+
+def _echo_phone(phone: str) -> str:
+    return _echo(phone, MAX_PHONE_LENGTH)
+
+
+def _error_text(text: str) -> str:
+    return text if len(text) <= ERROR_LIMIT else text[:ERROR_LIMIT] + "…"
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -508,7 +536,7 @@ def _phone_error(phone: str) -> str | None:
 
 
 def _join(*errors: str | None) -> str:
-    return "; ".join(error for error in errors if error)
+    return _error_text("; ".join(error for error in errors if error))
 
 
 def _add_valid_item(
@@ -539,7 +567,9 @@ def _add_valid_item(
         phone_error = _phone_error(phone)
         if phone_error is not None:
             slots.append(
-                ItemResult(msgid, _echo(phone), Status.INVALID_ITEM, _join(phone_error, error))
+                ItemResult(
+                    msgid, _echo_phone(phone), Status.INVALID_ITEM, _join(phone_error, error)
+                )
             )
         elif error is not None:
             slots.append(ItemResult(msgid, phone, status, error))
@@ -550,16 +580,17 @@ def _add_valid_item(
 def _add_invalid_item(
     slots: list[Delivery | ItemResult], raw: dict[str, Any], exc: ClassValidationError
 ) -> None:
-    error = "; ".join(_error_lines(exc))
-    given_msgid = raw.get("msgid")
-    msgid = _echo(str(given_msgid)) if isinstance(given_msgid, str) or _is_int(given_msgid) else ""
+    error = _error_text("; ".join(_error_lines(exc)))
+    msgid = _echo_msgid(raw.get("msgid"))
     phones = _split_phones(raw.get("phone"))
     if phones is None:
         slots.append(ItemResult(msgid, "", Status.INVALID_ITEM, error))
         return
     for phone in phones:
         slots.append(
-            ItemResult(msgid, _echo(phone), Status.INVALID_ITEM, _join(_phone_error(phone), error))
+            ItemResult(
+                msgid, _echo_phone(phone), Status.INVALID_ITEM, _join(_phone_error(phone), error)
+            )
         )
 
 
@@ -618,6 +649,29 @@ def submit_response(
     statuses = {result.status for result in results}
     status = Status.MIXED if len(statuses) > 1 else next(iter(statuses), Status.OK)
     return SubmitResponse(status, results)
+
+
+class AnswerTooLarge(Exception):
+    """Even without its error texts, an answer is over the most its length field can say."""
+
+
+def encode_answer(response: SubmitResponse, max_bytes: int) -> bytes:
+    """``response`` as JSON of at most ``max_bytes``: when it is longer, with every result's
+    error text replaced by a short note. Raises AnswerTooLarge when even that is too long."""
+    body = encode_json(response)
+    if len(body) <= max_bytes:
+        return body
+    shortened = attrs.evolve(
+        response,
+        results=[
+            result if result.error is None else attrs.evolve(result, error=_ERRORS_LEFT_OUT)
+            for result in response.results
+        ],
+    )
+    body = encode_json(shortened)
+    if len(body) > max_bytes:
+        raise AnswerTooLarge(f"an answer of {len(body)} bytes is over the limit of {max_bytes}")
+    return body
 
 
 def error_response(status: Status, message: str) -> SubmitResponse:

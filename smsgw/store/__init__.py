@@ -60,7 +60,10 @@ __all__ = [
     "sqlite_path",
 ]
 
-_SQLITE_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+_SQLITE_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db"
+    " or postgresql://user:password@host:port/dbname"
+)
 
 
 def sqlite_path(url: str) -> str:
@@ -90,7 +93,13 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
     if scheme == "sqlite":
         return SqliteStore(sqlite_path(url), read_only=read_only)
     if scheme in ("postgresql", "postgres"):
-        raise ValueError("the PostgreSQL store is not available yet: use sqlite:///path.db")
+        # Imported here: psycopg is the optional `smsgw[postgres]` extra.
+        from smsgw.store.postgres.url import connection_settings
+
+        connection_settings(url)  # a clear ValueError when psycopg or libpq is missing
+        from smsgw.store.postgres import PostgresStore
+
+        return PostgresStore(url, read_only=read_only)
     if not scheme:
         raise ValueError(f"not a database URL: expected {_SQLITE_FORMS}")
     raise ValueError(f"unsupported database URL scheme {scheme!r}: expected {_SQLITE_FORMS}")

@@ -104,7 +104,7 @@ async def test_silent_endpoint_gets_three_sends_then_the_push_is_abandoned(
         ("lost", "A002", "DELIVRD")
     ] * 3
     assert shown.returncode == 0, shown.stderr
-    history = json.loads(shown.stdout)
+    [history] = json.loads(shown.stdout)
     assert history["message"]["state"] == "delivered"
     [push] = history["pushes"]
     assert push["kind"] == "A002"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -26,6 +25,14 @@ import trio
 
 from smsgw.client import submit
 from smsgw.protocol.status import Status
+from tests.e2e.delivery_support import now_ms
+from tests.e2e.operator_support import (
+    FAST_GATEWAY,
+    Sms,
+    assert_receipts,
+    check_after_drop,
+    stored_rows,
+)
 from tests.gateway_process import GatewayProcess, base_env, gateway_process, run_cli
 from tests.http_client import http, scrape_until
 from tests.listen_process import Item, ListenProcess, listen_process
@@ -57,32 +64,6 @@ FAST_SMPP: dict[str, object] = {
     "throttle_pause": 0.1,
     "enquire_link": 0,
 }
-FAST_GATEWAY = {
-    "SMSGW_RETRY_BACKOFF": "100ms",
-    "SMSGW_PUSH_BACKOFF": "200ms",
-    "SMSGW_PUSH_TIMEOUT": "2s",
-    "SMSGW_SHUTDOWN_GRACE": "5s",
-}
-
-
-@attrs.frozen
-class Sms:
-    msgid: str
-    phone: str
-    text: str
-    msgtype: int = 1
-
-    def item(self) -> dict[str, object]:
-        return {
-            "msgid": self.msgid,
-            "phone": self.phone,
-            "message": self.text,
-            "msgtype": self.msgtype,
-        }
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.msgid, self.phone)
 
 
 @attrs.frozen
@@ -96,7 +77,7 @@ class Setup:
         """A001 the messages in one batch; every item must be accepted. Returns the time
         (ms since the epoch) just before the submit, the earliest a sendtime can be."""
         batch = list(messages)
-        before = _now_ms()
+        before = now_ms()
         reply = await submit(
             self.gateway.address, APPID, SECRET, [sms.item() for sms in batch], timeout=10
         )
@@ -108,10 +89,6 @@ class Setup:
             lambda _: len(self.merchant.receipts()) >= count, timeout=timeout
         )
         return self.merchant.receipts()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def smpp_url(smsc: Smsc, **params: object) -> str:
@@ -168,33 +145,6 @@ def expected_octets(text: str) -> tuple[int, bytes]:
     if text.isascii():
         return GSM, text.encode("ascii")
     return UCS2, text.encode("utf-16-be")
-
-
-def assert_receipts(
-    receipts: list[Item],
-    expected: Mapping[tuple[str, str], tuple[str, str]],
-    *,
-    sent_after_ms: int,
-) -> None:
-    """Exactly one A002 per (msgid, phone), with the expected (status, stat) and a sendtime
-    between the submit and now."""
-    counts = Counter((item["msgid"], item["phone"]) for item in receipts)
-    assert set(counts) == set(expected), f"receipts {sorted(counts)} != {sorted(expected)}"
-    assert max(counts.values()) == 1, f"duplicates: {[k for k, n in counts.items() if n > 1]}"
-    now = _now_ms()
-    for item in receipts:
-        status, stat = expected[(item["msgid"], item["phone"])]
-        assert (item["status"], item["stat"]) == (status, stat), item
-        assert isinstance(item["sendtime"], int), item
-        assert sent_after_ms <= item["sendtime"] <= now, (item, sent_after_ms, now)
-
-
-def stored_rows(setup: Setup) -> dict[str, tuple[str, int, str | None]]:
-    """msgid → (state, attempts, stat) from the gateway's database (read-only)."""
-    uri = f"file:{setup.workdir / 'smsgw.db'}?mode=ro"
-    with sqlite3.connect(uri, uri=True) as db:
-        rows = db.execute("select msgid, state, attempts, stat from messages").fetchall()
-    return {msgid: (state, attempts, stat) for msgid, state, attempts, stat in rows}
 
 
 async def settle(smsc: Smsc, receipts: int) -> None:
@@ -315,7 +265,7 @@ async def test_undelivered_reports_fail_the_message(tmp_path: Path) -> None:
     async with smpp_gateway(tmp_path) as setup:
         smsc = setup.smsc
         expected: dict[tuple[str, str], tuple[str, str]] = {}
-        sent_after = _now_ms()
+        sent_after = now_ms()
 
         # One short message, the SMSC reports it undelivered.
         await smsc.dlr("UNDELIV", n=1)
@@ -370,7 +320,7 @@ async def test_throttled_submits_are_delivered_without_consuming_attempts(tmp_pa
         )
         statuses = Counter(event["status"] for event in setup.smsc.events_of("submit_sm"))
         assert statuses == {ESME_RTHROTTLED: throttled, ESME_ROK: len(messages)}
-    rows = stored_rows(setup)
+    rows = stored_rows(setup.workdir)
     assert {msgid: row[:2] for msgid, row in rows.items()} == {
         sms.msgid: ("delivered", 1) for sms in messages
     }
@@ -399,11 +349,10 @@ async def test_link_dropped_mid_run_loses_nothing_and_never_resends_codes(
         Sms(f"d{n:03d}", f"8613900{n:06d}", f"Link drop check d{n:03d}", msgtype=1 + n % 2)
         for n in range(count)
     ]
-    by_msgid = {sms.msgid: sms for sms in messages}
     # 20 ms per submit_sm_resp keeps the window full: a drop catches about 10 in flight.
     async with smpp_gateway(tmp_path, smsc_options={"latency": 0.02}) as setup:
         smsc = setup.smsc
-        sent_after = _now_ms()
+        sent_after = now_ms()
         for start in range(0, count, 100):
             await setup.submit(messages[start : start + 100])
         await smsc.wait_for_count("submit_sm", count // 3, timeout=10)
@@ -416,33 +365,7 @@ async def test_link_dropped_mid_run_loses_nothing_and_never_resends_codes(
         assert len(binds) >= 2, "the gateway did not bind again after the drop"
         submits = Counter(marker_of(event) for event in smsc.events_of("submit_sm"))
 
-    assert set(submits) <= set(by_msgid)
-    expected: dict[tuple[str, str], tuple[str, str]] = {}
-    unknown = 0
-    resent = 0
-    for item in receipts:
-        sms = by_msgid[item["msgid"]]
-        if sms.msgtype == 1:
-            expected[sms.key] = ("1", "DELIVRD")
-            resent += submits[sms.msgid] > 1
-        else:
-            # A code is submitted at most once: in doubt after the drop, it fails UNKNOWN.
-            assert submits[sms.msgid] <= 1, (sms.msgid, submits[sms.msgid])
-            if item["stat"] == "UNKNOWN":
-                expected[sms.key] = ("2", "UNKNOWN")
-                unknown += 1
-            else:
-                expected[sms.key] = ("1", "DELIVRD")
-    assert_receipts(receipts, expected, sent_after_ms=sent_after)
-    assert len(expected) == count  # every accepted message got its final A002
-    assert unknown >= 1, "the drop caught no verification code in flight"
-    assert resent >= 1, "the drop caught no notification in flight"
-    rows = stored_rows(setup)
-    assert len(rows) == count
-    assert {state for state, _, _ in rows.values()} <= {"delivered", "failed"}
-    for msgid, (state, _, stat) in rows.items():
-        if state == "failed":
-            assert (by_msgid[msgid].msgtype, stat) == (2, "UNKNOWN")
+    check_after_drop(messages, submits, receipts, workdir=setup.workdir, sent_after=sent_after)
 
 
 # -- several binds --------------------------------------------------------------------------

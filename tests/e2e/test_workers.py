@@ -20,6 +20,7 @@ import trio
 from smsgw.client import submit
 from smsgw.protocol.status import Status
 from tests.e2e.delivery_support import all_settled, sim_log, wait_until
+from tests.e2e.operator_support import Sms, assert_receipts
 from tests.e2e.test_crash import (
     CLIENTS,
     INTERRUPT_AFTER,
@@ -33,7 +34,7 @@ from tests.e2e.test_crash import (
     run_interrupted,
     summary,
 )
-from tests.e2e.test_smpp import APPID, SECRET, Sms, assert_receipts, settle, smpp_gateway
+from tests.e2e.test_smpp import APPID, SECRET, settle, smpp_gateway
 from tests.gateway_process import GatewayProcess, gateway_process
 from tests.http_client import Samples, http, samples, scrape_until
 from tests.listen_process import listen_process

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from smsgw.encoding import count_segments
 from smsgw.protocol.messages import (
     Ack,
+    AnswerTooLarge,
     BodyError,
     Delivery,
     ItemResult,
@@ -21,6 +22,7 @@ from smsgw.protocol.messages import (
     SubmitLimits,
     SubmitResponse,
     converter,
+    encode_answer,
     encode_json,
     error_response,
     parse_ack,
@@ -642,3 +644,24 @@ def test_fuzz_random_bytes(body: bytes) -> None:
         parse_submit(body, LIMITS, NOW)
     except BodyError as error:
         assert error.status is Status.BAD_BODY
+
+
+def test_an_answer_over_the_limit_leaves_out_the_error_texts_then_refuses() -> None:
+    results = [ItemResult("m", "1", Status.INVALID_ITEM, "e" * 200) for _ in range(10)]
+    response = SubmitResponse(Status.INVALID_ITEM, results)
+    full = encode_answer(response, 10_000)
+    assert full == encode_json(response)
+    short = json.loads(encode_answer(response, len(full) - 1))
+    assert [r["status"] for r in short["results"]] == ["2001"] * 10
+    assert {r["error"] for r in short["results"]} == {
+        "details left out: the answer would be too large"
+    }
+    with pytest.raises(AnswerTooLarge):
+        encode_answer(response, 100)
+
+
+def test_echoed_invalid_values_are_printable_and_bounded() -> None:
+    result = only_result(item(phone="\u0001" * 100, msgtype="\u0002" * 100))
+    assert result.phone == "\ufffd" * 21 + "…"
+    assert result.error is not None and len(result.error) <= 201
+    assert "\u0002" not in result.error

@@ -45,8 +45,8 @@ def test_bad_urls(url: str, match: str) -> None:
     assert "sqlite:///" in str(info.value) or "memory" in str(info.value)
 
 
-def test_postgresql_not_yet_and_password_not_echoed() -> None:
-    for url in ("postgresql://user:s3cret@db/smsgw", "postgres://user:s3cret@db/smsgw"):
-        with pytest.raises(ValueError, match="PostgreSQL") as info:
+def test_postgresql_urls_are_checked_without_echoing_the_password() -> None:
+    for url in ("postgresql://user:s3cret@[::1/smsgw", "postgres://user:s3cret@db/x?bogus=1"):
+        with pytest.raises(ValueError, match="PostgreSQL URL") as info:
             open_store(url)
         assert "s3cret" not in str(info.value)

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Final, Literal, Self, TypeVar, overload
 
 import attrs
 
+from smsgw.sansio import NEED_DATA, NeedData
+
 HEADER_LENGTH: Final = 16
 MAX_PDU_LENGTH: Final = 64 * 1024
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF
@@ -957,13 +959,6 @@ def generic_nack_for(error: SmppProtocolError) -> GenericNack:
 
 # ---------------------------------------------------------------------------------------
 # The connection
-
-
-class NeedData(enum.Enum):
-    NEED_DATA = "NEED_DATA"
-
-
-NEED_DATA: Final = NeedData.NEED_DATA
 
 
 class SmppConnection:

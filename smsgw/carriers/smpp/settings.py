@@ -41,12 +41,20 @@ A bad value raises ValueError naming the parameter; no message ever repeats the 
 from __future__ import annotations
 
 import enum
-import math
-from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import SplitResult, unquote, urlsplit
+from typing import Any
 
 import attrs
+
+from smsgw.carriers.link.settings import check_link_settings
+from smsgw.carriers.url import (
+    check_non_negative,
+    check_range,
+    parameter_error,
+    parse_carrier_url,
+    parse_choice,
+    parse_float,
+    parse_int,
+)
 
 __all__ = [
     "SMPP_PARAMETERS",
@@ -109,7 +117,7 @@ class ReceiptIdBase(enum.Enum):
 
 
 def _problem(name: str, message: str) -> ValueError:
-    return ValueError(f"smpp carrier parameter {name!r}: {message}")
+    return parameter_error("smpp", name, message)
 
 
 def _check_text(name: str, value: str, max_chars: int, *, show: bool = True) -> None:
@@ -122,24 +130,6 @@ def _check_text(name: str, value: str, max_chars: int, *, show: bool = True) -> 
         raise _problem(name, "must not contain a NUL")
     if len(value) > max_chars:
         raise _problem(name, f"is longer than {max_chars} characters{shown and ':' + shown}")
-
-
-def _in_range(low: float, high: float) -> Callable[[str, float], None]:
-    def check(name: str, value: float) -> None:
-        if not (math.isfinite(value) and low <= value <= high):
-            raise _problem(name, f"must be between {low:g} and {high:g}, got {value!r}")
-
-    return check
-
-
-def _positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise _problem(name, f"must be a finite number of seconds > 0, got {value!r}")
-
-
-def _non_negative(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise _problem(name, f"must be a finite number >= 0, got {value!r}")
 
 
 def _default_source_ton(source_addr: str) -> int:
@@ -193,31 +183,16 @@ class SmppConfig:
         _check_text("source_addr", self.source_addr, 20)
         _check_text("system_type", self.system_type, 12)
         _check_text("service_type", self.service_type, 5)
-        ton = _in_range(0, 6)
-        npi = _in_range(0, 18)
         if self.source_addr_ton is not None:
-            ton("source_addr_ton", self.source_addr_ton)
+            check_range("smpp", "source_addr_ton", self.source_addr_ton, 0, 6)
         if self.source_addr_npi is not None:
-            npi("source_addr_npi", self.source_addr_npi)
-        ton("dest_addr_ton", self.dest_addr_ton)
-        npi("dest_addr_npi", self.dest_addr_npi)
+            check_range("smpp", "source_addr_npi", self.source_addr_npi, 0, 18)
+        check_range("smpp", "dest_addr_ton", self.dest_addr_ton, 0, 6)
+        check_range("smpp", "dest_addr_npi", self.dest_addr_npi, 0, 18)
         if self.registered_delivery not in (0, 1):
             raise _problem("registered_delivery", f"must be 0 or 1, got {self.registered_delivery}")
-        _in_range(1, 1000)("window", self.window)
-        _non_negative("tps", self.tps)
-        _in_range(1, 64)("binds", self.binds)
-        _non_negative("enquire_link", self.enquire_link)
-        _positive("response_timeout", self.response_timeout)
-        _positive("bind_timeout", self.bind_timeout)
-        _non_negative("bind_wait", self.bind_wait)
-        _positive("reconnect_min", self.reconnect_min)
-        _positive("reconnect_max", self.reconnect_max)
-        if self.reconnect_min > self.reconnect_max:
-            raise _problem(
-                "reconnect_max",
-                f"must be >= reconnect_min ({self.reconnect_min:g}), got {self.reconnect_max:g}",
-            )
-        _non_negative("throttle_pause", self.throttle_pause)
+        check_non_negative("smpp", "enquire_link", self.enquire_link)
+        check_link_settings("smpp", self)
 
     @property
     def source_ton(self) -> int:
@@ -240,68 +215,12 @@ class SmppConfig:
         return self.registered_delivery == 1
 
 
-EnumT = TypeVar("EnumT", bound=enum.Enum)
-
-
-def _parse_int(name: str, raw: str) -> int:
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise _problem(name, f"must be an integer, got {raw!r}") from None
-
-
-def _parse_float(name: str, raw: str) -> float:
-    try:
-        return float(raw.strip())
-    except ValueError:
-        raise _problem(name, f"must be a number, got {raw!r}") from None
-
-
-def _parse_choice(name: str, raw: str, choices: type[EnumT]) -> EnumT:
-    for choice in choices:
-        if choice.value == raw.strip().lower():
-            return choice
-    known = " | ".join(str(choice.value) for choice in choices)
-    raise _problem(name, f"must be one of {known}, got {raw!r}")
-
-
-def _split(url: str) -> tuple[SplitResult, int]:
-    # Errors are rephrased: urllib's own messages could quote the netloc, password included.
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ValueError("smpp carrier URL is malformed (check the host part)") from None
-    if parts.scheme != "smpp":
-        raise ValueError(f"not an smpp carrier URL (scheme {parts.scheme!r}, expected 'smpp')")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("smpp carrier URL: the port must be a number 1..65535") from None
-    if parts.path not in ("", "/"):
-        raise ValueError("smpp carrier URL takes no path: write smpp://id:password@host:port?...")
-    if parts.fragment:
-        raise ValueError("smpp carrier URL takes no #fragment")
-    return parts, DEFAULT_PORT if port is None else port
-
-
 def parse_smpp_url(url: str) -> SmppConfig:
     """Parse and validate an ``smpp://`` URL; ValueError names the bad part."""
-    parts, port = _split(url)
-    raw: dict[str, str] = {}
-    for field in parts.query.split("&"):
-        if not field:
-            continue
-        name, equals, value = field.partition("=")
-        name = unquote(name)
-        if name not in SMPP_PARAMETERS:
-            raise ValueError(
-                f"smpp carrier: unknown parameter {name!r} (known: {', '.join(SMPP_PARAMETERS)})"
-            )
-        if not equals:
-            raise _problem(name, "has no value (write name=value)")
-        if name in raw:
-            raise _problem(name, "is given twice")
-        raw[name] = unquote(value)
+    parts = parse_carrier_url(
+        url, "smpp", SMPP_PARAMETERS, usage="smpp://id:password@host:port?..."
+    )
+    raw = parts.params
 
     # Any: each value's type was checked by its own parser; SmppConfig validates ranges.
     values: dict[str, Any] = {}
@@ -315,7 +234,7 @@ def parse_smpp_url(url: str) -> SmppConfig:
         "binds",
     ):
         if name in raw:
-            values[name] = _parse_int(name, raw[name])
+            values[name] = parse_int("smpp", name, raw[name])
     for name in (
         "tps",
         "enquire_link",
@@ -327,7 +246,7 @@ def parse_smpp_url(url: str) -> SmppConfig:
         "throttle_pause",
     ):
         if name in raw:
-            values[name] = _parse_float(name, raw[name])
+            values[name] = parse_float("smpp", name, raw[name])
     for name in ("source_addr", "system_type", "service_type"):
         if name in raw:
             values[name] = raw[name]
@@ -339,12 +258,12 @@ def parse_smpp_url(url: str) -> SmppConfig:
     }
     for name, choices in choice_types.items():
         if name in raw:
-            values[name] = _parse_choice(name, raw[name], choices)
+            values[name] = parse_choice("smpp", name, raw[name], choices)
 
     return SmppConfig(
-        host=parts.hostname or "",
-        port=port,
-        system_id=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
+        host=parts.host,
+        port=DEFAULT_PORT if parts.port is None else parts.port,
+        system_id=parts.username,
+        password=parts.password,
         **values,
     )

@@ -15,10 +15,10 @@ import trio
 import trio.testing
 
 from smsgw.carriers.base import OutboundSms
+from smsgw.carriers.link.pool import MO_BUFFER, REPORT_BUFFER
 from smsgw.carriers.smpp import codec
-from smsgw.carriers.smpp.carrier import MO_BUFFER, REPORT_BUFFER, SmppCarrier
+from smsgw.carriers.smpp.carrier import SmppCarrier
 from smsgw.carriers.smpp.codec import (
-    NEED_DATA,
     Bind,
     EnquireLink,
     Pdu,
@@ -29,6 +29,7 @@ from smsgw.carriers.smpp.codec import (
     response_for,
 )
 from smsgw.carriers.smpp.settings import parse_smpp_url
+from smsgw.sansio import NEED_DATA
 
 PduT = TypeVar("PduT", bound=Pdu)
 

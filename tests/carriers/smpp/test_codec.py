@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from smsgw.carriers.smpp import codec
 from smsgw.carriers.smpp.codec import (
-    NEED_DATA,
     CommandId,
     Pdu,
     RawTlv,
@@ -20,6 +19,7 @@ from smsgw.carriers.smpp.codec import (
     decode_pdu,
     encode_pdu,
 )
+from smsgw.sansio import NEED_DATA
 
 from .samples import SAMPLE_PDUS, sample_stream
 

@@ -1,4 +1,4 @@
-"""One SMPP link's writer and response timeouts (`smsgw.carriers.smpp.session.Link`), against
+"""One SMPP link's writer and response timeouts (`smsgw.carriers.link.link.Link`), against
 a stream the test controls: PDUs queued together go out in one write; a request still queued
 when the link dies was never sent (NotSent), one handed to the stream may have been
 (LinkLost); a stalled write loses the link; a cancelled request that was not written never
@@ -14,9 +14,9 @@ import pytest
 import trio
 import trio.testing
 
+from smsgw.carriers.link.link import Link, LinkLost, NotSent, ResponseTimeout
 from smsgw.carriers.smpp import codec
 from smsgw.carriers.smpp.codec import (
-    NEED_DATA,
     EnquireLink,
     EnquireLinkResp,
     Pdu,
@@ -25,7 +25,9 @@ from smsgw.carriers.smpp.codec import (
     SubmitSmResp,
     encode_pdu,
 )
-from smsgw.carriers.smpp.session import Link, LinkLost, NotSent, ResponseTimeout
+from smsgw.carriers.smpp.dialect import SmppDialect
+from smsgw.carriers.smpp.settings import parse_smpp_url
+from smsgw.sansio import NEED_DATA
 
 WRITE_TIMEOUT = 5.0
 
@@ -69,9 +71,10 @@ class ControlledStream(trio.abc.Stream):
 
 
 @asynccontextmanager
-async def running_link() -> AsyncIterator[tuple[Link, ControlledStream]]:
+async def running_link() -> AsyncIterator[tuple[Link[Pdu], ControlledStream]]:
     stream = ControlledStream()
-    link = Link(stream, "test link", write_timeout=WRITE_TIMEOUT)
+    dialect = SmppDialect(parse_smpp_url("smpp://test@smsc.test"))
+    link = Link(stream, "test link", dialect, write_timeout=WRITE_TIMEOUT)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link.write_loop)
         nursery.start_soon(link.expire_loop)

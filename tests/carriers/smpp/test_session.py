@@ -15,13 +15,13 @@ import pytest
 import trio
 
 from smsgw.carriers.base import MobileOriginated, SubmitErrorKind
+from smsgw.carriers.link.pool import LinkSubmitError
 from smsgw.carriers.smpp.carrier import (
     STAT_CLOSED,
     STAT_LINK_LOST,
     STAT_NO_BIND,
     STAT_TIMEOUT,
     SmppCarrier,
-    SmppSubmitError,
 )
 from smsgw.encoding import decode_text
 from tests.smsc_process import Event, Smsc, running_smsc
@@ -60,8 +60,8 @@ async def carrier_for(
             nursery.cancel_scope.cancel()
 
 
-async def failure(carrier: SmppCarrier, n: int = 1, text: str = "hello") -> SmppSubmitError:
-    with pytest.raises(SmppSubmitError) as caught:
+async def failure(carrier: SmppCarrier, n: int = 1, text: str = "hello") -> LinkSubmitError:
+    with pytest.raises(LinkSubmitError) as caught:
         await carrier.submit(sms(n, text))
     return caught.value
 
@@ -274,7 +274,7 @@ async def test_silent_smsc_is_in_doubt_after_the_response_timeout() -> None:
 async def test_dropped_link_fails_in_flight_in_doubt_and_rebinds() -> None:
     async with running_smsc() as smsc, carrier_for(smsc, response_timeout=5) as carrier:
         await smsc.silent()
-        failures: list[SmppSubmitError] = []
+        failures: list[LinkSubmitError] = []
 
         async def submit(n: int) -> None:
             failures.append(await failure(carrier, n))

@@ -12,15 +12,14 @@ import pytest
 import trio
 
 from smsgw.carriers.base import MobileOriginated, SubmitErrorKind
+from smsgw.carriers.link.pool import MO_STORE_TIMEOUT_S, LinkSubmitError
 from smsgw.carriers.smpp import codec
 from smsgw.carriers.smpp.carrier import (
-    MO_STORE_TIMEOUT_S,
     STAT_BAD_RESPONSE,
     STAT_CLOSED,
     STAT_LINK_LOST,
     STAT_NO_BIND,
     STAT_TIMEOUT,
-    SmppSubmitError,
 )
 from smsgw.carriers.smpp.codec import (
     BindReceiver,
@@ -39,7 +38,7 @@ from smsgw.carriers.smpp.codec import (
     UnbindResp,
     decode_pdu,
 )
-from smsgw.carriers.smpp.session import classify_status
+from smsgw.carriers.smpp.dialect import classify_status
 
 from .fake_smsc import NOW_MS, FakeSmsc, carrier_with_fake, sms
 
@@ -65,9 +64,9 @@ def raw_pdu(command_id: int, body: bytes, sequence: int = 77, status: int = 0) -
     return struct.pack(">IIII", 16 + len(body), command_id, status, sequence) + body
 
 
-async def submit_error(submit: Awaitable[object]) -> SmppSubmitError:
+async def submit_error(submit: Awaitable[object]) -> LinkSubmitError:
     """Await a submit that must fail; return its error."""
-    with pytest.raises(SmppSubmitError) as caught:
+    with pytest.raises(LinkSubmitError) as caught:
         await submit
     return caught.value
 
@@ -130,7 +129,7 @@ async def test_refusals_follow_the_status_table(autojump_clock: trio.abc.Clock) 
         for status, kind, stat in cases:
             smsc.submit_answers = [status]
             error = await submit_error(carrier.submit(sms()))
-            assert (error.kind, error.stat, error.command_status) == (kind, stat, status)
+            assert (error.kind, error.stat, error.status) == (kind, stat, status)
 
 
 def test_status_table() -> None:
@@ -146,7 +145,7 @@ async def test_generic_nack_to_a_submit_is_a_refusal(autojump_clock: trio.abc.Cl
     async with carrier_with_fake() as (carrier, smsc):
         await carrier.wait_bound()
         smsc.submit_answers = [None]
-        task_error: list[SmppSubmitError] = []
+        task_error: list[LinkSubmitError] = []
 
         async def submit() -> None:
             task_error.append(await submit_error(carrier.submit(sms())))
@@ -372,7 +371,7 @@ async def test_peer_closing_the_link_fails_in_flight_in_doubt(
     async with carrier_with_fake(reconnect_min=1, response_timeout=30) as (carrier, smsc):
         await carrier.wait_bound()
         smsc.silent = True
-        failures: list[SmppSubmitError] = []
+        failures: list[LinkSubmitError] = []
 
         async def submit() -> None:
             failures.append(await submit_error(carrier.submit(sms())))
@@ -452,7 +451,7 @@ async def test_malformed_submit_resp_is_in_doubt_at_once_and_not_nacked(
     async with carrier_with_fake(response_timeout=30) as (carrier, smsc):
         await carrier.wait_bound()
         smsc.silent = True
-        failures: list[SmppSubmitError] = []
+        failures: list[LinkSubmitError] = []
 
         async def submit() -> None:
             failures.append(await submit_error(carrier.submit(sms())))
@@ -666,7 +665,7 @@ async def test_aclose_bounds_the_wait_and_fails_the_rest(autojump_clock: trio.ab
     async with carrier_with_fake(response_timeout=4, window=1) as (carrier, smsc):
         await carrier.wait_bound()
         smsc.silent = True
-        failures: list[SmppSubmitError] = []
+        failures: list[LinkSubmitError] = []
 
         async def submit(n: int) -> None:
             failures.append(await submit_error(carrier.submit(sms(n))))
@@ -693,7 +692,7 @@ async def test_aclose_while_unbound_returns(autojump_clock: trio.abc.Clock) -> N
         smsc.refuse_connections = True
 
     async with carrier_with_fake(prepare=refuse, reconnect_min=1) as (carrier, _):
-        waiting: list[SmppSubmitError] = []
+        waiting: list[LinkSubmitError] = []
 
         async def submit() -> None:
             waiting.append(await submit_error(carrier.submit(sms())))

@@ -1,17 +1,18 @@
-"""Send pacing for one SMPP bind: a TPS cap that backs off when the SMSC throttles.
+"""Send pacing for one session: a TPS cap that backs off when the operator throttles.
 
 Pure (times are passed in), so it is tested without a clock.
 
 Slots are evenly spaced, 1/rate apart, first come first served. `smsgw.ratelimit.TokenBucket`
-is not reused on purpose: it admits a burst of a whole second's worth at once, and an SMSC
-that enforces its TPS over a sliding second then throttles the burst that follows.
+is not reused on purpose: it admits a burst of a whole second's worth at once, and an
+operator that enforces its TPS over a sliding second then throttles the burst that follows.
 
-On ESME_RTHROTTLED / ESME_RMSGQFUL (`throttled`): no slot is given before `pause` seconds
-have passed, and the rate is halved — the configured rate, or with no cap the rate actually
-sent over the last second — but at most once per pause, because the whole window of
-submits sent before the pause tends to come back throttled together. Each `recover_after`
-seconds without a throttle the rate doubles again, up to the configured cap (or, with no
-cap, until it is twice the rate at which the SMSC first complained: then unlimited again).
+On a throttling answer (`throttled`: SMPP ESME_RTHROTTLED, CMPP Result 8): no slot is given
+before `pause` seconds have passed, and the rate is halved — the configured rate, or with no
+cap the rate actually sent over the last second — but at most once per pause, because the
+whole window of submits sent before the pause tends to come back throttled together. Each
+`recover_after` seconds without a throttle the rate doubles again, up to the configured cap
+(or, with no cap, until it is twice the rate at which the operator first complained: then
+unlimited again).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import attrs
 
 __all__ = ["MIN_RATE", "RECOVER_AFTER", "Pacer"]
 
-MIN_RATE = 1.0  # submits a second: a throttled bind never stops for good
+MIN_RATE = 1.0  # submits a second: a throttled session never stops for good
 RECOVER_AFTER = 5.0  # seconds without a throttle before the rate doubles
 
 
@@ -61,7 +62,7 @@ class Pacer:
         return slot
 
     def throttled(self, now: float) -> None:
-        """The SMSC said ESME_RTHROTTLED / ESME_RMSGQFUL at `now`."""
+        """The operator asked us to slow down at `now`."""
         if now < self._last_throttle + self.pause:
             return  # the same wave of throttled responses: slowed down once already
         if self.rate > 0:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smsgw.carriers.smpp.pacing import MIN_RATE, Pacer
+from smsgw.carriers.link.pacing import MIN_RATE, Pacer
 
 
 def test_unlimited_gives_every_slot_at_once() -> None:

@@ -1,0 +1,633 @@
+"""The PostgreSQL store's statements, run in worker threads on a psycopg connection.
+
+Write ops take the writer connection (inside the group's transaction) and the group's
+`Wakes`; read functions take a reader connection (inside a read-only REPEATABLE READ
+transaction, so a multi-query read sees one snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from smsgw.carriers.base import MobileOriginated
+from smsgw.store.base import (
+    FINAL_STATES,
+    WAITING_STATES,
+    Event,
+    EventKind,
+    InboundRecord,
+    MessageHistory,
+    MessageRecord,
+    MessageUpdate,
+    NewMessage,
+    PartMatch,
+    PartRecord,
+    PartReport,
+    PushRecord,
+    PushState,
+    RecoveryReport,
+    State,
+    UnknownMessage,
+)
+from smsgw.store.postgres.notify import Wakes
+
+Conn = Connection[TupleRow]
+
+MESSAGE_COLUMNS: Final = (
+    "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
+    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error"
+)
+_MESSAGE_COLUMN_COUNT: Final = len(MESSAGE_COLUMNS.split(","))
+PUSH_COLUMNS: Final = (
+    "id, appid, message_id, kind, body, state, attempts, next_attempt_at, last_error, updated_at"
+)
+WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
+
+# One statement per group for every accept of the group: the rows in, the keys of those that
+# were new out. ON CONFLICT DO NOTHING also skips a repeat later in the same group; rows go in
+# in order, so the first of a repeated key is the one stored. Rows travel as one JSON
+# document each way rather than as arrays: json.dumps / json.loads run in C, where psycopg's
+# pure-Python array and row adaptation cost more than the database's whole insert.
+INSERT_MESSAGES_SQL: Final = (
+    "WITH stored AS (INSERT INTO messages (appid, msgid, phone, message, msgtype, segments,"
+    " state, attempts, accepted_at, next_attempt_at)"
+    " SELECT a, m, p, t, y, s, st, 0, at, due FROM ROWS FROM (json_to_recordset(%s::json)"
+    " AS (a text, m text, p text, t text, y integer, s integer, st text, at bigint, due bigint))"
+    " WITH ORDINALITY AS r(a, m, p, t, y, s, st, at, due, n)"
+    " ORDER BY n ON CONFLICT (msgid, appid, phone) DO NOTHING RETURNING msgid, appid, phone)"
+    " SELECT COALESCE(json_agg(json_build_array(msgid, appid, phone)), '[]')::text FROM stored"
+)
+# The queue: the due rows no other gateway is claiming right now, in one statement.
+# Rows come back as one JSON value (see INSERT_MESSAGES_SQL), oldest due first.
+CLAIM_SQL: Final = (
+    "WITH claimed AS (UPDATE messages SET state = 'queued' WHERE id IN (SELECT id FROM messages"
+    f" WHERE {WAITING} AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s"
+    f" FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS})"
+    f" SELECT COALESCE(json_agg(json_build_array({MESSAGE_COLUMNS})"
+    " ORDER BY next_attempt_at, id), '[]')::text FROM claimed"
+)
+DUE_PUSHES_SQL: Final = (
+    f"SELECT COALESCE(json_agg(json_build_array({PUSH_COLUMNS}) ORDER BY next_attempt_at, id),"
+    f" '[]')::text FROM (SELECT {PUSH_COLUMNS} FROM pushes WHERE state = 'pending' AND appid = %s"
+    " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s) due"
+)
+NEXT_DUE_SQL: Final = (
+    f"SELECT next_attempt_at FROM messages WHERE {WAITING} ORDER BY next_attempt_at, id LIMIT 1"
+)
+# `apply`, a statement per table for a run of updates (each run's message ids distinct),
+# the rows as JSON as for accepts. Events and pushes go in in the updates' order (their ids
+# are the history's order).
+APPLY_UPDATE_SQL: Final = (
+    "WITH changed AS (UPDATE messages m SET state = r.st, attempts = COALESCE(r.a, m.attempts),"
+    " next_attempt_at = r.due, carrier_msgid = COALESCE(r.c, m.carrier_msgid),"
+    " submitted_at = COALESCE(r.sub, m.submitted_at), final_at = r.fin,"
+    " stat = COALESCE(r.s, m.stat), error = CASE WHEN r.clr THEN NULL ELSE COALESCE(r.e, m.error)"
+    " END FROM json_to_recordset(%s::json) AS r(id bigint, st text, a integer, due bigint,"
+    " c text, sub bigint, fin bigint, s text, clr boolean, e text) WHERE m.id = r.id"
+    " RETURNING m.id, m.appid)"
+    " SELECT COALESCE(json_agg(json_build_array(id, appid)), '[]')::text FROM changed"
+)
+APPLY_EVENTS_SQL: Final = (
+    "INSERT INTO events (message_id, kind, at, attempt, stat, error, carrier_msgid)"
+    " SELECT i, k, at, a, s, e, c FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint,"
+    " k text, at bigint, a integer, s text, e text, c text)) WITH ORDINALITY"
+    " AS r(i, k, at, a, s, e, c, n) ORDER BY n"
+)
+APPLY_DELETE_PARTS_SQL: Final = (
+    "DELETE FROM message_parts WHERE message_id IN"
+    " (SELECT value::bigint FROM json_array_elements_text(%s::json))"
+)
+APPLY_PARTS_SQL: Final = (
+    "INSERT INTO message_parts (message_id, part_no, carrier_msgid)"
+    " SELECT i, n, c FROM json_to_recordset(%s::json) AS r(i bigint, n integer, c text)"
+)
+APPLY_PUSHES_SQL: Final = (
+    "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
+    " created_at, updated_at) SELECT m.appid, r.i, r.k, r.b, 'pending', 0, r.at, r.at, r.at"
+    " FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint, k text, b text, at bigint))"
+    " WITH ORDINALITY AS r(i, k, b, at, n) JOIN messages m ON m.id = r.i ORDER BY r.n"
+)
+# Every report of a run in one statement: each takes, of the parts with its id still waiting,
+# the newest message's (operators may recycle ids), returned by the report's position.
+# `AND NOT p.reported` again in the UPDATE itself: when another gateway's transaction took
+# the same part first, PostgreSQL re-checks that condition on the row it waited for, and
+# this report becomes a duplicate.
+TAKE_PART_REPORTS_SQL: Final = (
+    "WITH r AS (SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS (c text, d boolean,"
+    " s text, at bigint)) WITH ORDINALITY AS r(c, d, s, at, n)),"
+    " target AS (SELECT DISTINCT ON (r.n) r.n, p.message_id, p.part_no FROM r"
+    " JOIN message_parts p ON p.carrier_msgid = r.c AND NOT p.reported"
+    " ORDER BY r.n, p.message_id DESC),"
+    " taken AS (UPDATE message_parts p SET reported = true, delivered = r.d, stat = r.s,"
+    " reported_at = r.at FROM target t JOIN r ON r.n = t.n"
+    " WHERE (p.message_id, p.part_no) = (t.message_id, t.part_no) AND NOT p.reported"
+    " RETURNING t.n, p.message_id, p.part_no)"
+    " SELECT COALESCE(json_agg(json_build_array(n, message_id, part_no)), '[]')::text FROM taken"
+)
+MESSAGE_WITH_PARTS_SQL: Final = (
+    "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
+    " FROM messages m JOIN message_parts p ON p.message_id = m.id"
+    " WHERE m.id = %s ORDER BY p.part_no"
+).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+MESSAGES_WITH_PARTS_SQL: Final = (
+    "SELECT COALESCE(json_agg(json_build_array({}, p.part_no, p.carrier_msgid, p.reported,"
+    " p.delivered, p.stat, p.reported_at) ORDER BY m.id, p.part_no), '[]')::text"
+    " FROM messages m JOIN message_parts p ON p.message_id = m.id"
+    " WHERE m.id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))"
+).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+_REPORTED_SUBMITTED_SQL: Final = (
+    "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
+    " ORDER BY p.reported_at DESC, p.part_no DESC LIMIT 1)"
+    " FROM messages m WHERE m.state = 'submitted'"
+    " AND EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id)"
+    " AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id AND NOT p.reported)"
+    " ORDER BY m.id"
+)
+DELETE_FINISHED_SQL: Final = (
+    "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m"
+    " WHERE m.final_at IS NOT NULL AND m.final_at < %s"
+    " AND NOT EXISTS (SELECT 1 FROM pushes p WHERE p.message_id = m.id AND p.state = 'pending')"
+    " ORDER BY m.final_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+DELETE_INBOUND_SQL: Final = (
+    "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound WHERE received_at < %s"
+    " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+
+
+def message(row: Sequence[Any]) -> MessageRecord:
+    return MessageRecord(
+        id=row[0],
+        appid=row[1],
+        msgid=row[2],
+        phone=row[3],
+        message=row[4],
+        msgtype=row[5],
+        segments=row[6],
+        state=State(row[7]),
+        attempts=row[8],
+        accepted_at_ms=row[9],
+        next_attempt_at_ms=row[10],
+        submitted_at_ms=row[11],
+        final_at_ms=row[12],
+        carrier_msgid=row[13],
+        stat=row[14],
+        error=row[15],
+    )
+
+
+def push(row: Sequence[Any]) -> PushRecord:
+    return PushRecord(
+        id=row[0],
+        appid=row[1],
+        message_id=row[2],
+        kind=row[3],
+        body=row[4],
+        state=PushState(row[5]),
+        attempts=row[6],
+        next_attempt_at_ms=row[7],
+        last_error=row[8],
+        updated_at_ms=row[9],
+    )
+
+
+# ---------------------------------------------------------------------- accept
+
+
+def insert_messages(
+    conn: Conn, batches: Sequence[tuple[Sequence[NewMessage], int]], wakes: Wakes
+) -> list[list[bool]]:
+    """Every (messages, now_ms) batch of a group in ONE insert; per batch, per message:
+    newly stored or not."""
+    rows: list[dict[str, object]] = []
+    for messages, now_ms in batches:
+        for m in messages:
+            scheduled = m.send_at_ms is not None and m.send_at_ms > now_ms
+            rows.append(
+                {
+                    "a": m.appid,
+                    "m": m.msgid,
+                    "p": m.phone,
+                    "t": m.message,
+                    "y": m.msgtype,
+                    "s": m.segments,
+                    "st": State.SCHEDULED.value if scheduled else State.ACCEPTED.value,
+                    "at": now_ms,
+                    "due": m.send_at_ms if scheduled else now_ms,
+                }
+            )
+    found = conn.execute(INSERT_MESSAGES_SQL, (json.dumps(rows, ensure_ascii=False),)).fetchone()
+    new = {tuple(key) for key in json.loads(found[0] if found else "[]")}
+    results: list[list[bool]] = []
+    for messages, now_ms in batches:
+        stored: list[bool] = []
+        for m in messages:
+            key = (m.msgid, m.appid, m.phone)
+            stored.append(key in new)
+            if key in new:
+                new.discard(key)  # a repeat later in the group was not the one stored
+                due = m.send_at_ms if m.send_at_ms is not None and m.send_at_ms > now_ms else now_ms
+                wakes.due(due)
+        results.append(stored)
+    return results
+
+
+# ---------------------------------------------------------------------- pipeline
+
+
+def recover(conn: Conn) -> RecoveryReport:
+    requeued = conn.execute("UPDATE messages SET state = 'accepted' WHERE state = 'queued'")
+    in_doubt = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE state = 'submitting' ORDER BY id"
+    ).fetchall()
+    pending = conn.execute("SELECT count(*) FROM pushes WHERE state = 'pending'").fetchone()
+    reported = [
+        part_match(conn, message_id, part_no, duplicate=False)
+        for message_id, part_no in conn.execute(_REPORTED_SUBMITTED_SQL).fetchall()
+    ]
+    return RecoveryReport(
+        requeued=requeued.rowcount,
+        in_doubt=tuple(message(row) for row in in_doubt),
+        pending_pushes=int(pending[0]) if pending else 0,
+        reported=tuple(reported),
+    )
+
+
+def claim_due(conn: Conn, now_ms: int, limit: int) -> list[MessageRecord]:
+    found = conn.execute(CLAIM_SQL, (now_ms, limit)).fetchone()
+    return [message(row) for row in json.loads(found[0] if found else "[]")]
+
+
+def unclaim(conn: Conn, ids: Sequence[int], wakes: Wakes) -> None:
+    """Claimed rows the caller never saw go back to waiting, due when they were due."""
+    rows = conn.execute(
+        "UPDATE messages SET state = 'accepted' WHERE id = ANY(%s) AND state = 'queued'"
+        " RETURNING next_attempt_at",
+        (list(ids),),
+    ).fetchall()
+    for (due,) in rows:
+        if due is not None:
+            wakes.due(int(due))
+
+
+def next_due_at(conn: Conn) -> int | None:
+    row = conn.execute(NEXT_DUE_SQL).fetchone()
+    return None if row is None else int(row[0])
+
+
+def overdue_submitted(conn: Conn, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE state = 'submitted'"
+        " AND submitted_at < %s ORDER BY submitted_at, id LIMIT %s",
+        (submitted_before_ms, limit),
+    ).fetchall()
+    return [message(row) for row in rows]
+
+
+def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
+    """The updates in order, set-based: a statement per table for every run of updates to
+    distinct messages (a message updated twice starts a new run), not per update."""
+    run: list[MessageUpdate] = []
+    seen: set[int] = set()
+    for update in updates:
+        if update.message_id in seen:
+            _apply_run(conn, run, wakes)
+            run, seen = [], set()
+        run.append(update)
+        seen.add(update.message_id)
+    if run:
+        _apply_run(conn, run, wakes)
+
+
+def _json(rows: list[dict[str, Any]]) -> tuple[str]:
+    return (json.dumps(rows, ensure_ascii=False),)
+
+
+def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
+    rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    replaced: list[int] = []
+    pushes: list[dict[str, Any]] = []
+    for u in updates:
+        state = State(u.state)
+        at_ms = u.event.at_ms
+        next_attempt_at: int | None = None
+        if state in WAITING_STATES:
+            next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
+            wakes.due(next_attempt_at)
+        rows.append(
+            {
+                "id": u.message_id,
+                "st": state.value,
+                "a": u.attempts,
+                "due": next_attempt_at,
+                "c": u.carrier_msgid,
+                "sub": u.submitted_at_ms,
+                "fin": at_ms if state in FINAL_STATES else None,
+                "s": u.stat,
+                "clr": u.clear_error,
+                "e": u.error,
+            }
+        )
+        e = u.event
+        events.append(
+            {
+                "i": u.message_id,
+                "k": e.kind,
+                "at": e.at_ms,
+                "a": e.attempt,
+                "s": e.stat,
+                "e": e.error,
+                "c": e.carrier_msgid,
+            }
+        )
+        part_ids = u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid is not None else ())
+        if part_ids:
+            # A new attempt's ids replace the previous attempt's: reports match the latest.
+            replaced.append(u.message_id)
+            parts += [
+                {"i": u.message_id, "n": n, "c": part_id} for n, part_id in enumerate(part_ids, 1)
+            ]
+        pushes += [{"i": u.message_id, "k": p.kind, "b": p.body, "at": at_ms} for p in u.pushes]
+    found = conn.execute(APPLY_UPDATE_SQL, _json(rows)).fetchone()
+    appids = {int(i): str(appid) for i, appid in json.loads(found[0] if found else "[]")}
+    for u in updates:
+        if u.message_id not in appids:
+            raise UnknownMessage(u.message_id)
+    conn.execute(APPLY_EVENTS_SQL, _json(events))
+    if replaced:
+        conn.execute(APPLY_DELETE_PARTS_SQL, (json.dumps(replaced),))
+        conn.execute(APPLY_PARTS_SQL, _json(parts))
+    if pushes:
+        conn.execute(APPLY_PUSHES_SQL, _json(pushes))
+        for u in updates:
+            if u.pushes:
+                wakes.push(appids[u.message_id])
+
+
+def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int] | None:
+    # Operators may recycle ids over time: prefer a part still waiting for its report,
+    # then the newest message.
+    row = conn.execute(
+        "SELECT message_id, part_no FROM message_parts WHERE carrier_msgid = %s"
+        " ORDER BY reported, message_id DESC LIMIT 1",
+        (carrier_msgid,),
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) -> PartMatch:
+    rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
+    if not rows:
+        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
+    return _match(rows, part_no, duplicate=duplicate)
+
+
+def _match(
+    rows: Sequence[Sequence[Any]],
+    part_no: int,
+    *,
+    duplicate: bool,
+    unreported: frozenset[int] = frozenset(),
+) -> PartMatch:
+    """The match of one part from its message's rows (one per part, by number); the parts
+    in `unreported` are shown as they were before this call (reported later in it)."""
+    reported = delivered = 0
+    failed_stat: str | None = None  # of the first part (by number) reported not delivered
+    failed = False
+    part: PartRecord | None = None
+    for row in rows:
+        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
+            _MESSAGE_COLUMN_COUNT:
+        ]
+        if number in unreported:
+            was_reported, was_delivered, stat, reported_at = False, False, None, None
+        if was_reported:
+            reported += 1
+            if was_delivered:
+                delivered += 1
+            elif not failed:
+                failed, failed_stat = True, stat
+        if number == part_no:
+            part = PartRecord(number, carrier_msgid, was_reported, was_delivered, stat, reported_at)
+    if part is None:
+        raise UnknownMessage(int(rows[0][0]))  # the caller found the part: cannot happen
+    return PartMatch(
+        message=message(rows[0]),
+        part_no=part_no,
+        part=part,
+        parts=len(rows),
+        reported=reported,
+        delivered=delivered,
+        failed_stat=failed_stat,
+        duplicate=duplicate,
+    )
+
+
+def record_part_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    """Set-based, for every run of reports with distinct operator ids (a repeated id starts
+    a new run: its second report must see the first). Each match is as of its own report:
+    parts taken by later reports of the call are shown unreported."""
+    matches: list[PartMatch | None] = []
+    run: list[PartReport] = []
+    for report in reports:
+        if any(report.carrier_msgid == other.carrier_msgid for other in run):
+            matches += _record_run(conn, run)
+            run = []
+        run.append(report)
+    if run:
+        matches += _record_run(conn, run)
+    return matches
+
+
+def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    rows = [{"c": r.carrier_msgid, "d": r.delivered, "s": r.stat, "at": r.at_ms} for r in reports]
+    found = conn.execute(TAKE_PART_REPORTS_SQL, _json(rows)).fetchone()
+    taken: dict[int, tuple[int, int]] = {
+        int(n) - 1: (int(message_id), int(part_no))
+        for n, message_id, part_no in json.loads(found[0] if found else "[]")
+    }
+    # A repeat, or an id not known (yet): one by one, the rare path.
+    repeats = {
+        index: find_part(conn, report.carrier_msgid)
+        for index, report in enumerate(reports)
+        if index not in taken
+    }
+    messages = {key[0] for key in taken.values()} | {
+        key[0] for key in repeats.values() if key is not None
+    }
+    by_message: dict[int, list[list[Any]]] = {}
+    if messages:
+        found = conn.execute(MESSAGES_WITH_PARTS_SQL, (json.dumps(sorted(messages)),)).fetchone()
+        for row in json.loads(found[0] if found else "[]"):
+            by_message.setdefault(int(row[0]), []).append(row)
+    matches: list[PartMatch | None] = []
+    for index in range(len(reports)):
+        if index in taken:
+            message_id, part_no = taken[index]
+            later = frozenset(
+                part for n, (other, part) in taken.items() if n > index and other == message_id
+            )
+            matches.append(
+                _match(by_message[message_id], part_no, duplicate=False, unreported=later)
+            )
+            continue
+        repeat = repeats[index]
+        if repeat is None:
+            matches.append(None)
+            continue
+        message_id, part_no = repeat
+        later = frozenset(
+            part for n, (other, part) in taken.items() if n > index and other == message_id
+        )
+        matches.append(_match(by_message[message_id], part_no, duplicate=True, unreported=later))
+    return matches
+
+
+# ---------------------------------------------------------------------- pushes
+
+
+def due_pushes(conn: Conn, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
+    found = conn.execute(DUE_PUSHES_SQL, (appid, now_ms, limit)).fetchone()
+    return [push(row) for row in json.loads(found[0] if found else "[]")]
+
+
+def apps_with_due_pushes(conn: Conn, now_ms: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT appid FROM pushes WHERE state = 'pending' AND next_attempt_at <= %s"
+        " ORDER BY appid",
+        (now_ms,),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def next_push_due_at(conn: Conn, appid: str) -> int | None:
+    row = conn.execute(
+        "SELECT next_attempt_at FROM pushes WHERE state = 'pending' AND appid = %s"
+        " ORDER BY next_attempt_at LIMIT 1",
+        (appid,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def record_push_result(
+    conn: Conn,
+    ids: Sequence[int],
+    ok: bool,
+    error: str | None,
+    now_ms: int,
+    max_attempts: int,
+    retry_at_ms: int,
+) -> None:
+    # Only pending pushes change: a late result for a done/abandoned push is ignored.
+    if ok:
+        conn.execute(
+            "UPDATE pushes SET state = 'done', attempts = attempts + 1, updated_at = %s"
+            " WHERE id = ANY(%s) AND state = 'pending'",
+            (now_ms, list(ids)),
+        )
+    else:
+        conn.execute(
+            "UPDATE pushes SET attempts = attempts + 1,"
+            " state = CASE WHEN attempts + 1 >= %s THEN 'abandoned' ELSE 'pending' END,"
+            " next_attempt_at = %s, last_error = COALESCE(%s, last_error), updated_at = %s"
+            " WHERE id = ANY(%s) AND state = 'pending'",
+            (max_attempts, retry_at_ms, error, now_ms, list(ids)),
+        )
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
+    if appid is None:
+        rows = conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s ORDER BY appid, phone, id",
+            (msgid,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s AND appid = %s"
+            " ORDER BY phone, id",
+            (msgid, appid),
+        ).fetchall()
+    histories: list[MessageHistory] = []
+    for row in rows:
+        found = message(row)
+        accepted = Event(EventKind.ACCEPTED.value, found.accepted_at_ms, 0)
+        stored_events = conn.execute(
+            "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
+            " WHERE message_id = %s ORDER BY id",
+            (found.id,),
+        ).fetchall()
+        parts = conn.execute(
+            "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
+            " FROM message_parts WHERE message_id = %s ORDER BY part_no",
+            (found.id,),
+        ).fetchall()
+        pushes = conn.execute(
+            f"SELECT {PUSH_COLUMNS} FROM pushes WHERE message_id = %s ORDER BY id", (found.id,)
+        ).fetchall()
+        histories.append(
+            MessageHistory(
+                found,
+                (accepted, *(Event(*event) for event in stored_events)),
+                tuple(PartRecord(*part) for part in parts),
+                tuple(push(row) for row in pushes),
+            )
+        )
+    return histories
+
+
+def counts(conn: Conn, table: str, states: Sequence[str]) -> dict[str, int]:
+    found = {str(state): 0 for state in states}
+    sql = {
+        "messages": "SELECT state, count(*) FROM messages GROUP BY state",
+        "pushes": "SELECT state, count(*) FROM pushes GROUP BY state",
+    }[table]
+    for state, count in conn.execute(sql.encode()).fetchall():
+        found[state] = int(count)
+    return found
+
+
+# ---------------------------------------------------------------------- inbound
+
+
+def insert_inbound(conn: Conn, messages: Sequence[MobileOriginated]) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO inbound (source_addr, destination_addr, text, data_coding, esm_class,"
+            " udh, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    mo.source_addr,
+                    mo.destination_addr,
+                    mo.text,
+                    mo.data_coding,
+                    mo.esm_class,
+                    mo.udh,
+                    mo.at_ms,
+                )
+                for mo in messages
+            ],
+        )
+
+
+def recent_inbound(conn: Conn, limit: int, before_id: int | None) -> list[InboundRecord]:
+    rows = conn.execute(
+        "SELECT id, source_addr, destination_addr, text, data_coding, esm_class, udh,"
+        " received_at FROM inbound WHERE id < %s ORDER BY id DESC LIMIT %s",
+        (before_id if before_id is not None else 2**63 - 1, limit),
+    ).fetchall()
+    return [
+        InboundRecord(
+            row[0], MobileOriginated(row[1], row[2], row[3], row[4], row[5], bytes(row[6]), row[7])
+        )
+        for row in rows
+    ]

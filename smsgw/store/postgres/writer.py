@@ -1,0 +1,321 @@
+"""The PostgreSQL writer: group commits from one connection, one thread hop per group.
+
+Callers queue ops; the writer task takes the first queued op plus whatever else is queued
+(up to a cap) and runs them in ONE transaction in a worker thread: every accept of the group
+as one multi-row insert, then the other ops in order, then at most one NOTIFY, then COMMIT.
+An op that raises is rolled back alone (the group is run again with a SAVEPOINT per op).
+
+The connection is the writer's alone. When it is lost (server restarted, network gone), a
+group that had not yet sent COMMIT is run again once on a new connection; one whose COMMIT
+was in flight fails with CommitFailed (its outcome is unknown: the callers answer "retry",
+and a retried accept is idempotent). While the server cannot be reached, each group tries to
+connect once and fails at once: callers get StoreError, never a success for nothing stored.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Generic, TypeVar, cast
+
+import attrs
+import psycopg
+import trio
+
+from smsgw.store.base import CommitFailed, MessageUpdate, NewMessage, StoreClosed, StoreError
+from smsgw.store.postgres import queries
+from smsgw.store.postgres.notify import CHANNEL, Wakes
+
+log = logging.getLogger("smsgw.store.postgres")
+
+T = TypeVar("T")
+OpFn = Callable[[queries.Conn, Wakes], T]
+Accept = tuple[Sequence[NewMessage], int]  # messages, now_ms
+
+DEFAULT_MAX_GROUP_OPS: Final = 2_000
+DEFAULT_MAX_GROUP_ROWS: Final = 20_000
+
+
+@attrs.define(eq=False)
+class _Op(Generic[T]):
+    """One queued write and, once the writer ran it, its outcome."""
+
+    fn: OpFn[T] | None  # None for an accept or an apply: batched across the group's ops
+    weight: int
+    accept: Accept | None = None
+    updates: tuple[MessageUpdate, ...] | None = None
+    # Given the result, a compensating write to queue when the caller stopped waiting after
+    # the op was taken (claim_due: put the claimed rows back).
+    undo: Callable[[T], OpFn[object]] | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+    taken: bool = False
+    cancelled: bool = False
+    abandoned: bool = False
+    result: T | None = None
+    error: BaseException | None = None
+
+
+def _lost(conn: queries.Conn) -> bool:
+    return conn.closed or conn.broken
+
+
+def _op_error(exc: Exception) -> BaseException:
+    if isinstance(exc, psycopg.Error):
+        error = StoreError(f"write failed: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+class Writer:
+    """Group commits on a connection from `connect` (called in a worker thread)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], queries.Conn],
+        describe: Callable[[BaseException], str],
+        *,
+        max_group_ops: int = DEFAULT_MAX_GROUP_OPS,
+        max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
+    ) -> None:
+        if max_group_ops < 1 or max_group_rows < 1:
+            raise ValueError("max_group_ops and max_group_rows must be at least 1")
+        self._connect = connect
+        self._describe = describe  # an error as one line, without secrets
+        self.max_group_ops = max_group_ops
+        self.max_group_rows = max_group_rows
+        self.commit_count = 0
+        self.ops_committed = 0
+        self.reconnects = 0
+        self.backend_pid: int | None = None  # of the current connection (own NOTIFYs)
+        self.running = False
+        self._conn: queries.Conn | None = None
+        self._queue: collections.deque[_Op[Any]] = collections.deque()
+        self._wakeup = trio.Event()
+
+    # ------------------------------------------------------------------ callers
+
+    def open(self, conn: queries.Conn) -> None:
+        """Start with an already opened (and migrated) connection."""
+        self._conn = conn
+        self.backend_pid = conn.info.backend_pid
+
+    async def write(
+        self, fn: OpFn[T], weight: int = 1, undo: Callable[[T], OpFn[object]] | None = None
+    ) -> T:
+        """Queue a write for the next group commit and wait until it is durable."""
+        return await self._submit(_Op(fn, max(1, weight), undo=undo))
+
+    async def accept(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
+        op: _Op[list[bool]] = _Op(None, max(1, len(messages)), accept=(messages, now_ms))
+        return await self._submit(op)
+
+    async def apply(self, updates: tuple[MessageUpdate, ...], weight: int) -> None:
+        await self._submit(_Op(None, max(1, weight), updates=updates))
+
+    async def _submit(self, op: _Op[T]) -> T:
+        if not self.running:
+            raise StoreClosed("the store is not running")
+        self._queue.append(op)
+        self._wakeup.set()
+        try:
+            await op.done.wait()
+        except BaseException:
+            if not op.taken:
+                op.cancelled = True  # still queued: it will never run
+            elif op.done.is_set():
+                self._queue_undo(op)  # committed, but the caller will not see the result
+            else:
+                op.abandoned = True  # being committed: undone afterwards
+            raise
+        if op.error is not None:
+            raise op.error
+        return cast(T, op.result)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Commit groups until cancelled; then commit what was handed over, and return."""
+        self.running = True
+        try:
+            while True:
+                group = self._take_group()
+                if not group:
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                    continue
+                await self._commit(group)
+        finally:
+            self.running = False
+            with trio.CancelScope(shield=True):
+                while self._queue:
+                    group = self._take_group()
+                    if group:
+                        await self._commit(group)
+                await trio.to_thread.run_sync(self.close)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _take_group(self) -> list[_Op[Any]]:
+        group: list[_Op[Any]] = []
+        rows = 0
+        queue = self._queue
+        while queue and len(group) < self.max_group_ops:
+            op = queue[0]
+            if op.cancelled:
+                queue.popleft()
+                continue
+            if group and rows + op.weight > self.max_group_rows:
+                break
+            queue.popleft()
+            op.taken = True
+            group.append(op)
+            rows += op.weight
+        return group
+
+    async def _commit(self, group: list[_Op[Any]]) -> None:
+        try:
+            with trio.CancelScope(shield=True):  # taken ops must run and their callers wake
+                await trio.to_thread.run_sync(self._run_group, group)
+        except Exception as exc:  # a bug in _run_group itself: fail the group, keep serving
+            self._fail(group, CommitFailed(f"group commit failed: {exc!r}"), exc)
+        for op in group:
+            op.done.set()
+            if op.abandoned:
+                self._queue_undo(op)
+
+    def _queue_undo(self, op: _Op[Any]) -> None:
+        if op.undo is None or op.error is not None:
+            return
+        self._queue.append(_Op(op.undo(op.result), 1))
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run_group(self, group: list[_Op[Any]]) -> None:
+        for attempt in (1, 2):
+            try:
+                conn = self._connection()
+            except (psycopg.Error, StoreError) as exc:
+                self._fail(group, CommitFailed(self._describe(exc)), exc)
+                return
+            committing = False
+            try:
+                conn.execute("BEGIN")
+                wakes = Wakes()
+                if not self._run_ops(conn, group, wakes):
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN")
+                    wakes = Wakes()
+                    self._run_isolated(conn, group, wakes)
+                if wakes:
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, wakes.payload()))
+                committing = True
+                conn.execute("COMMIT")
+            except Exception as exc:
+                if not _lost(conn):
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                    self._fail(
+                        group, CommitFailed(f"group commit failed, nothing stored: {exc}"), exc
+                    )
+                    return
+                self._drop_connection()
+                if not committing and attempt == 1:
+                    log.warning("PostgreSQL connection lost, reconnecting: %s", self._describe(exc))
+                    continue  # nothing was committed: the group runs again on a new connection
+                outcome = "outcome unknown" if committing else "nothing stored"
+                self._fail(
+                    group,
+                    CommitFailed(f"PostgreSQL connection lost ({outcome}): {self._describe(exc)}"),
+                    exc,
+                )
+                return
+            self.commit_count += 1
+            self.ops_committed += len(group)
+            return
+
+    def _connection(self) -> queries.Conn:
+        conn = self._conn
+        if conn is not None and not _lost(conn):
+            return conn
+        self._drop_connection()
+        conn = self._connect()
+        self._conn = conn
+        self.backend_pid = conn.info.backend_pid
+        self.reconnects += 1
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @staticmethod
+    def _fail(group: list[_Op[Any]], error: StoreError, cause: BaseException) -> None:
+        error.__cause__ = cause
+        for op in group:
+            op.result = None
+            op.error = error
+
+    @staticmethod
+    def _run_ops(conn: queries.Conn, group: list[_Op[Any]], wakes: Wakes) -> bool:
+        """Run the group in the open transaction; False as soon as an op raises (the caller
+        rolls back). Raises when the connection itself broke.
+
+        Every accept of the group goes first, in one insert (no other op can refer to rows
+        its callers have not seen yet); consecutive applies go together, set-based, where
+        they stand among the other ops (a report recorded after an apply must see its
+        parts)."""
+        accepts = [op for op in group if op.accept is not None]
+        updates: list[MessageUpdate] = []
+        try:
+            if accepts:
+                results = queries.insert_messages(
+                    conn, [cast(Accept, op.accept) for op in accepts], wakes
+                )
+                for op, result in zip(accepts, results, strict=True):
+                    op.result = result
+            for op in group:
+                if op.updates is not None:
+                    updates += op.updates
+                    continue
+                if updates:
+                    queries.apply(conn, updates, wakes)
+                    updates = []
+                if op.fn is not None:
+                    op.result = op.fn(conn, wakes)
+            if updates:
+                queries.apply(conn, updates, wakes)
+        except Exception:
+            if _lost(conn):
+                raise
+            return False
+        return True
+
+    @staticmethod
+    def _run_isolated(conn: queries.Conn, group: list[_Op[Any]], wakes: Wakes) -> None:
+        """Each op in its own SAVEPOINT: one that raises is rolled back alone with its error."""
+        for op in group:
+            conn.execute("SAVEPOINT op")
+            try:
+                if op.accept is not None:
+                    (op.result,) = queries.insert_messages(conn, [op.accept], wakes)
+                elif op.updates is not None:
+                    queries.apply(conn, op.updates, wakes)
+                else:
+                    assert op.fn is not None
+                    op.result = op.fn(conn, wakes)
+            except Exception as exc:
+                if _lost(conn):
+                    raise
+                op.result = None
+                op.error = _op_error(exc)
+                conn.execute("ROLLBACK TO SAVEPOINT op")
+            conn.execute("RELEASE SAVEPOINT op")

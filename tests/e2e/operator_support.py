@@ -1,0 +1,111 @@
+"""Helpers shared by the end-to-end tests against an operator (SMPP's tests/smsc, CMPP's
+tests/ismg): the messages a test sends, the gateway's fast timers, and checks of what the
+merchant received and what the gateway stored."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from tests.e2e.delivery_support import now_ms
+from tests.listen_process import Item
+
+FAST_GATEWAY = {
+    "SMSGW_RETRY_BACKOFF": "100ms",
+    "SMSGW_PUSH_BACKOFF": "200ms",
+    "SMSGW_PUSH_TIMEOUT": "2s",
+    "SMSGW_SHUTDOWN_GRACE": "5s",
+}
+
+
+@attrs.frozen
+class Sms:
+    msgid: str
+    phone: str
+    text: str
+    msgtype: int = 1
+
+    def item(self) -> dict[str, object]:
+        return {
+            "msgid": self.msgid,
+            "phone": self.phone,
+            "message": self.text,
+            "msgtype": self.msgtype,
+        }
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.msgid, self.phone)
+
+
+def assert_receipts(
+    receipts: list[Item],
+    expected: Mapping[tuple[str, str], tuple[str, str]],
+    *,
+    sent_after_ms: int,
+) -> None:
+    """Exactly one A002 per (msgid, phone), with the expected (status, stat) and a sendtime
+    between the submit and now."""
+    counts = Counter((item["msgid"], item["phone"]) for item in receipts)
+    assert set(counts) == set(expected), f"receipts {sorted(counts)} != {sorted(expected)}"
+    assert max(counts.values()) == 1, f"duplicates: {[k for k, n in counts.items() if n > 1]}"
+    now = now_ms()
+    for item in receipts:
+        status, stat = expected[(item["msgid"], item["phone"])]
+        assert (item["status"], item["stat"]) == (status, stat), item
+        assert isinstance(item["sendtime"], int), item
+        assert sent_after_ms <= item["sendtime"] <= now, (item, sent_after_ms, now)
+
+
+def stored_rows(workdir: Path) -> dict[str, tuple[str, int, str | None]]:
+    """msgid → (state, attempts, stat) from the gateway's database (read-only)."""
+    uri = f"file:{workdir / 'smsgw.db'}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as db:
+        rows = db.execute("select msgid, state, attempts, stat from messages").fetchall()
+    return {msgid: (state, attempts, stat) for msgid, state, attempts, stat in rows}
+
+
+def check_after_drop(
+    messages: list[Sms],
+    submits: Counter[str],
+    receipts: list[Item],
+    *,
+    workdir: Path,
+    sent_after: int,
+) -> None:
+    """After a link was dropped mid-load: every message got exactly one final A002; a code
+    (msgtype 2) reached the operator at most once and failed UNKNOWN when in doubt; at least
+    one code was caught in doubt and one notification sent again; the store agrees.
+    `submits` counts what reached the operator per msgid."""
+    by_msgid = {sms.msgid: sms for sms in messages}
+    assert set(submits) <= set(by_msgid)
+    expected: dict[tuple[str, str], tuple[str, str]] = {}
+    unknown = 0
+    resent = 0
+    for item in receipts:
+        sms = by_msgid[item["msgid"]]
+        if sms.msgtype == 1:
+            expected[sms.key] = ("1", "DELIVRD")
+            resent += submits[sms.msgid] > 1
+        else:
+            # A code is submitted at most once: in doubt after the drop, it fails UNKNOWN.
+            assert submits[sms.msgid] <= 1, (sms.msgid, submits[sms.msgid])
+            if item["stat"] == "UNKNOWN":
+                expected[sms.key] = ("2", "UNKNOWN")
+                unknown += 1
+            else:
+                expected[sms.key] = ("1", "DELIVRD")
+    assert_receipts(receipts, expected, sent_after_ms=sent_after)
+    assert len(expected) == len(messages)  # every accepted message got its final A002
+    assert unknown >= 1, "the drop caught no verification code in flight"
+    assert resent >= 1, "the drop caught no notification in flight"
+    rows = stored_rows(workdir)
+    assert len(rows) == len(messages)
+    assert {state for state, _, _ in rows.values()} <= {"delivered", "failed"}
+    for msgid, (state, _, stat) in rows.items():
+        if state == "failed":
+            assert (by_msgid[msgid].msgtype, stat) == (2, "UNKNOWN")
