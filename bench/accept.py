@@ -10,12 +10,13 @@ single-item submits and their ratio to the baseline's at the same load, messages
 0.9, batches >= 80,000 msg/s, p99 <= 20 ms at 2,000 req/s; 1 worker no slower than before.
 
     python bench/accept.py [--seconds 5] [--workers 2] [--concurrency 8,32]
-                           [--gateway-workers 1,2] [--db URL|postgres]
+                           [--gateway-workers 1,2] [--db URL|postgres] [--gateways N]
 
 `--db postgres` runs the gateway on a throwaway PostgreSQL cluster (tests/pg_cluster.py:
 SMSGW_TEST_PG_DSN's server, else one started from the server binaries, fsync on), a fresh
 database for each number of workers; targets there (1 worker): ratio >= 0.4; batches >=
-30,000 msg/s.
+30,000 msg/s. `--gateways N` also measures N independent `smsgw serve` on one database
+against one (the scaling factor).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,13 @@ def main() -> None:
         help="SMSGW_DB (default: SQLite in a temporary directory), or"
         " 'postgres' for a throwaway PostgreSQL",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="also measure this many independent gateways on one database (the load split"
+        " among them) against one: the scaling factor",
+    )
     args = parser.parse_args()
     # Scheduled a day ahead: the gateway stores them but its pipeline stays idle, so this
     # measures the accept path alone (bench/pipeline.py measures sending).
@@ -95,6 +104,8 @@ def main() -> None:
         try:
             for count in args.gateway_workers:
                 measure_gateway(args, count, baseline, workdir, sendtime)
+            if args.gateways > 1:
+                measure_several(args, workdir, sendtime)
         finally:
             baseline.stop()
 
@@ -154,6 +165,68 @@ def measure_on(
             f"p99={p99:.1f}ms ({result.requests} ok, {result.errors} errors)"
         )
     print(f"{count} worker(s): gateway peak RSS {rss:.1f} MiB; exit code after SIGTERM {code}")
+
+
+def measure_several(args: argparse.Namespace, workdir: Path, sendtime: int) -> None:
+    """`args.gateways` independent `smsgw serve` on one database against one of them, at
+    the largest concurrency."""
+    run_dir = workdir / "several"
+    run_dir.mkdir()
+    concurrency = args.concurrency[-1]
+    with database(args.db, run_dir) as db_url:
+        one = start_server(
+            [python(), "-m", "smsgw", "serve"], gateway_env(db_url, args.log_level, 1), run_dir
+        )
+        try:
+            single = closed_loop(
+                one.port,
+                workers=args.workers,
+                concurrency=concurrency,
+                seconds=args.seconds,
+                sendtime=sendtime,
+            ).per_second
+        finally:
+            one.stop()
+        several = several_gateways(args, db_url, run_dir, sendtime, concurrency)
+    print(
+        f"{args.gateways} gateways on one database, 1 item a request: {several:6.0f} req/s"
+        f" (one: {single:.0f}); scaling factor {several / single:.2f}"
+    )
+
+
+def several_gateways(
+    args: argparse.Namespace, db_url: str, workdir: Path, sendtime: int, concurrency: int
+) -> float:
+    """Requests/s of `args.gateways` gateways on one database, the same load split among them."""
+    gateways = [
+        start_server(
+            [python(), "-m", "smsgw", "serve"], gateway_env(db_url, args.log_level, 1), workdir
+        )
+        for _ in range(args.gateways)
+    ]
+    results: list[float] = []
+    try:
+        workers = max(1, args.workers // args.gateways)
+
+        def drive(port: int) -> None:
+            load = closed_loop(
+                port,
+                workers=workers,
+                concurrency=concurrency,
+                seconds=args.seconds,
+                sendtime=sendtime,
+            )
+            results.append(load.per_second)
+
+        threads = [threading.Thread(target=drive, args=(g.port,)) for g in gateways]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+    return sum(results)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -35,6 +34,7 @@ from smsgw.logs import setup_logging
 from smsgw.protocol.framing import LengthStyle
 from smsgw.protocol.messages import converter
 from smsgw.protocol.status import Status
+from smsgw.pusher import encode_item
 from smsgw.store.base import InboundRecord, MessageHistory, Store
 from smsgw.supervisor import Supervisor, WorkerStartFailed
 
@@ -371,11 +371,11 @@ def _print_lines(lines: Iterable[str]) -> None:
 
 
 def _history_json(history: MessageHistory) -> dict[str, Any]:
-    """The message row with its events, parts and pushes; each push's body as JSON."""
+    """The message row with its events, parts and pushes; each push with its receipt facts
+    and the body the merchant gets."""
     data: dict[str, Any] = converter.unstructure(history)
-    for push in data.get("pushes", []):
-        with contextlib.suppress(TypeError, ValueError):  # else shown as stored
-            push["body"] = json.loads(push["body"])
+    for shown, push in zip(data.get("pushes", []), history.pushes, strict=True):
+        shown["body"] = json.loads(encode_item(push))
     return data
 
 

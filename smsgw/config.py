@@ -112,6 +112,7 @@ class Config:
     max_retries: int = 3
     retry_backoff: float = 10.0
     report_timeout: float = 3 * 86400.0
+    lease: float = 30.0  # an owner's claims outlive it this long (smsgw.lease)
     retention: float | None = 30 * 86400.0  # None: keep every row forever
     read_timeout: float = 10.0
     idle_timeout: float = 30.0
@@ -555,6 +556,14 @@ SETTINGS: tuple[Setting, ...] = (
         "a message still without its delivery report this long after it was sent fails "
         "with stat `UNKNOWN` (A002 status `2`)",
         "report_timeout",
+        _positive_duration,
+    ),
+    Setting(
+        "SMSGW_LEASE",
+        "`30s`",
+        "how long a process's claims outlive it: after this without a renewal, another "
+        "process takes over what it held (see Several processes)",
+        "lease",
         _positive_duration,
     ),
     Setting(

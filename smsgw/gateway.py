@@ -1,7 +1,7 @@
 """The gateway: one Trio nursery tree, each part owning its tasks (DESIGN.md §2).
 
 Start-up order: store (and the metrics endpoint, up until the store closes), carrier,
-pusher, pipeline (which first decides the submits left in doubt by a crash), listener. A
+pusher, pipeline (which first reclaims what lost owners left: smsgw.lease), listener. A
 graceful shutdown goes the other way round, all within one `shutdown_grace` from the
 request: the listener stops accepting and finishes the requests in hand; the pipeline stops
 claiming and its senders finish (and record) the submits in flight; the pusher finishes its
@@ -22,6 +22,7 @@ from smsgw.clock import WallClock
 from smsgw.collectors import GatewayCollector, PipelineCollector, StoreCollector
 from smsgw.config import Config, ConfigError, Endpoint
 from smsgw.inbox import store_inbound
+from smsgw.lease import Lease
 from smsgw.metrics import MetricsServer
 from smsgw.observe import Check, Observed, Sample, checks_of, samples_of
 from smsgw.pipeline import Pipeline
@@ -90,8 +91,10 @@ class Gateway:
         self.store = store or store_from_config(config)
         self.carrier = carrier or carrier_from_config(config, self.clock, share)
         self.server = Server(config, self.store, self.clock)
-        self.pipeline = Pipeline(config, self.store, self.carrier, self.clock)
-        self.pusher = Pusher(config, self.store, self.clock)
+        # This process's owner of the rows it claims and the outboxes it pushes.
+        self.lease = Lease(self.store, self.clock, config.lease)
+        self.pipeline = Pipeline(config, self.store, self.carrier, self.clock, lease=self.lease)
+        self.pusher = Pusher(config, self.store, self.clock, lease=self.lease)
         self.server.on_stored = self.pipeline.wake
         self.pipeline.on_pushes = self.pusher.wake
         if isinstance(self.store, WakeSource):  # other gateways' commits on a shared store
@@ -152,6 +155,8 @@ class Gateway:
             else:
                 inbox_done.set()
             async with trio.open_nursery() as upstream:
+                # Released when upstream ends, while the store still runs.
+                await upstream.start(self.lease.run)
                 await upstream.start(self.carrier.run)
                 async with trio.open_nursery() as pushing:
                     if self.share.first:

@@ -15,14 +15,14 @@ from typing import Final
 import trio
 
 from smsgw.carriers.base import ReceivedMo
-from smsgw.store.base import Store, StoreError
+from smsgw.store.base import InboundStore, StoreError
 
 log = logging.getLogger("smsgw.inbox")
 
 BATCH: Final = 256  # MOs stored together (one group commit)
 
 
-async def store_inbound(mo: trio.MemoryReceiveChannel[ReceivedMo], store: Store) -> None:
+async def store_inbound(mo: trio.MemoryReceiveChannel[ReceivedMo], store: InboundStore) -> None:
     """Store every MO from `mo`, in batches, until the carrier closes the channel."""
     while True:
         try:

@@ -1,44 +1,40 @@
 """The sending pipeline: dispatcher → senders → carrier, and the delivery-report consumer.
 
-DESIGN.md §2. The store is the source of truth; the memory channel between the dispatcher
-and the senders is only a fast path with a fixed capacity, so memory stays bounded whatever
-the backlog: the dispatcher claims (`Store.claim_due`) only as many due rows as the channel
-has room for.
+DESIGN.md §2. Thin loops around the lifecycle (`smsgw.lifecycle`: what a message may do
+next) and the store (which applies each decision compare-and-set): this module holds only
+performance buffers — the channel between the dispatcher and the senders, a sender's
+last outcome not written yet, reports read but not recorded yet.
 
-A sender makes each attempt durable as SUBMITTING *before* handing the message to the
-carrier, then records the outcome: in the same write as its next message's SUBMITTING when
-one is waiting (one write a message under load), else on its own at once. After a crash
-the store hands the SUBMITTING rows back (`Store.recover`) and `run()` decides them before
-anything is sent: a verification code (msgtype 2) is failed with stat UNKNOWN, never
-resent; a notification (msgtype 1) is sent again as a new attempt while it has attempts
-left.
+The dispatcher claims due rows for this process's owner (`smsgw.lease`) only as many as
+the channel has room for, so memory stays bounded whatever the backlog. A sender makes
+each attempt durable as SUBMITTING *before* handing the message to the carrier, then
+records the outcome: in the same write as its next message's SUBMITTING when one is
+waiting (one write a message under load), else on its own at once. A write refused as
+stale (the row was reclaimed by another process after this one's lease lapsed) is
+dropped: the store says so and nothing of it is written, outbox items included.
 
-Every final outcome writes its A002 outbox item in the same `Store.apply` as the state
-change, and only a transition out of SUBMITTING (sender, recovery) or SUBMITTED (report
-consumer, recovery) is ever final, each decided by exactly one task: one A002 per
-(msgid, phone).
+Lost owners. Every process reclaims, at start and every half lease, what owners whose
+lease lapsed (or whose process on this host is gone) left (`OwnerStore.reclaim`): their
+QUEUED rows go back to waiting, their SUBMITTING rows are decided as in doubt — a
+verification code (msgtype 2) fails UNKNOWN, never resent; a notification is sent again
+as a new attempt while it has attempts left.
 
-A delivery report takes two writes: `Store.record_part_reports` marks the part, then an
-`apply` records the step or the final outcome. A crash between the two would leave the
-message SUBMITTED with every part reported, and a repeated report counts as a duplicate.
-So such messages are made final at start-up (`Store.recover` returns them) and when a
-repeated report arrives for one, by the same decision as the report that completed it
-(`_report_update`, from the parts as stored).
+Store faults strand nothing: an outcome or a report this process holds is retried until it
+commits (one log line per failure, repeats counted); only a shutdown's deadline ends the
+retries, and what is left then is what a dead owner leaves.
 
-A message whose report never comes would wait in SUBMITTED forever: the report consumer
-(the one task that decides SUBMITTED rows) fails those submitted more than
-`SMSGW_REPORT_TIMEOUT` ago with stat UNKNOWN, looking for them every minute at most. A report
-that comes later still is ignored: the merchant has had its one A002.
-
-Delivery reports are matched to messages by `Carrier.normalize_id`. A report can arrive
-before the sender's SUBMITTED update (with the part ids) is committed; such reports are kept
-in memory (bounded in number and age) and matched again once the sender has recorded its
-part ids.
+Delivery reports are matched to parts by `Carrier.normalize_id`, in the store. A report
+that comes before its submit is recorded (on any process's link) is stored and matched in
+the transaction that records the parts: the sender hands the matches to the report
+consumer. A report takes two writes (mark the part, then the decision, compare-and-set on
+SUBMITTED): what a process lost between them is found by `ReportStore.fully_reported`
+and finished by any process's sweep, which also fails the messages whose report never
+came (`SMSGW_REPORT_TIMEOUT`, stat UNKNOWN) — a report that comes later still is ignored:
+the merchant has had its one A002.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import random
@@ -60,44 +56,48 @@ from smsgw.carriers.base import (
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config
 from smsgw.histogram import Histogram
-from smsgw.protocol.messages import ReceiptItem, StatusReportItem, encode_json
+from smsgw.lease import Lease, RetryLog, dead_local_owners
+
+# The stats and limits are the lifecycle's; re-exported for the pipeline's users.
+from smsgw.lifecycle import MAX_BACKOFF_S as MAX_BACKOFF_S
+from smsgw.lifecycle import STAT_ACCEPTED as STAT_ACCEPTED
+from smsgw.lifecycle import STAT_NO_RETRY as STAT_NO_RETRY
+from smsgw.lifecycle import STAT_RETRY_LIMIT as STAT_RETRY_LIMIT
+from smsgw.lifecycle import STAT_UNKNOWN as STAT_UNKNOWN
+from smsgw.lifecycle import (
+    Accepted,
+    Failed,
+    FailureKind,
+    Policy,
+    decide_in_doubt,
+    decide_report,
+    decide_submit,
+    decide_timeout,
+    outbox_kinds,
+    requeue,
+    submitting,
+)
 from smsgw.store.base import (
     FINAL_STATES,
-    EventKind,
+    Applied,
     MessageRecord,
     MessageUpdate,
-    NewPush,
     PartMatch,
     PartReport,
-    PushKind,
+    PipelineStore,
     State,
-    Store,
     StoreError,
 )
-from smsgw.store.base import Event as HistoryEvent
 
 log = logging.getLogger("smsgw.pipeline")
 
-# The gateway's own stats (the operator's come from the carrier).
-STAT_ACCEPTED: Final = "ACCEPTD"  # accepted by the operator (final when it gives no reports)
-STAT_RETRY_LIMIT: Final = "RETRY_LIMIT"  # msgtype 1: every attempt failed
-STAT_NO_RETRY: Final = "NO_RETRY"  # msgtype 2: its one attempt failed
-STAT_UNKNOWN: Final = "UNKNOWN"  # in doubt: it may or may not have reached the operator
-
-# Item `status` of A002 / A003: "1" success (delivered, or a step that went well), "2" failure.
-PUSH_SUCCESS: Final = "1"
-PUSH_FAILURE: Final = "2"
-
-THROTTLE_DELAY_MS: Final = 1000  # the operator asked us to slow down: try again in ~1 s
-MAX_BACKOFF_S: Final = 3600.0
 POLL_INTERVAL_S: Final = 1.0  # the dispatcher looks at the store at least this often
-RECORD_TIMEOUT_S: Final = 10.0  # an outcome write is shielded from cancellation this long
-RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply at start-up
+STORE_RETRY_S: Final = 1.0  # a write that failed is tried again after this
+RECOVERY_CHUNK: Final = 500  # in-doubt rows decided per store.apply
 REPORT_BATCH: Final = 256  # reports recorded together (one group commit)
 REPORT_SWEEP_MAX_S: Final = 60.0  # overdue reports are looked for at least this often
 REPORT_SWEEP_BATCH: Final = 500  # overdue messages failed per store.apply
-MAX_UNMATCHED: Final = 100_000  # reports kept while their submit is not recorded yet
-UNMATCHED_TTL_S: Final = 600.0
+UNMATCHED_TTL_S: Final = 600.0  # a stored early report waits this long for its submit
 
 
 def _log_failed_attempt(
@@ -137,61 +137,53 @@ class PipelineStats:
     peak_buffered: int = 0  # most rows ever waiting in the channel
     submits: int = 0  # carrier.submit calls
     requeued: int = 0
-    recovered: int = 0  # in-doubt rows decided at start-up
-    finished_late: int = 0  # all parts reported but not made final (a crash between the
-    #                         two writes of a report): made final at start-up or on a repeat
+    recovered: int = 0  # in-doubt rows of lost owners decided here
+    reclaimed_owners: int = 0  # lost owners whose rows this process reclaimed
+    finished_late: int = 0  # all parts reported but not made final (a process lost
+    #                         between the two writes of a report): made final by a sweep
+    stale: int = 0  # updates the store refused: the row had moved on (another process)
     reports: int = 0  # reports read from the carrier
-    reports_unmatched: int = 0  # reports kept because their id was not known yet
-    reports_rematched: int = 0  # kept reports matched later
-    reports_dropped: int = 0  # kept reports given up (too many, or too old)
+    reports_unmatched: int = 0  # reports stored because their id was not known yet
+    reports_rematched: int = 0  # stored early reports matched when a sender recorded parts
+    reports_dropped: int = 0  # stored early reports expired (their submit never came)
     reports_duplicate: int = 0
     reports_ignored: int = 0  # for a message no longer waiting for its report
     reports_timed_out: int = 0  # messages failed for want of a report (report_timeout)
 
 
-_Outcome = tuple[str, MessageUpdate]  # (appid, update) of a decided submit
-
-
-@attrs.frozen
-class _Step:
-    """One step of a message's life, as the merchant hears about it (A002 / A003)."""
-
-    success: bool
-    stat: str
-    attempt: int
-    sendtime: int
-    carrier_msgid: str | None = None
-    error: str | None = None
-
-
-def _finishing(seconds: float) -> trio.CancelScope:
-    """Shield a write that records what already happened from a shutdown's cancellation,
-    for a bounded time (a scope to enter; plain, not a generator: it runs per message)."""
-    return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
+def _finishing() -> trio.CancelScope:
+    """Shield a write that records what already happened from a shutdown's cancellation.
+    No deadline: a write cut short would leave it unknown whether it committed; the store
+    answers every write (committed, or an error once its busy timeout is spent), and only
+    the waits between retries are cancelled."""
+    return trio.CancelScope(shield=True)
 
 
 class Pipeline:
     """Dispatcher, senders and report consumer (see the module doc).
 
     `on_pushes(appid)` is called after each commit that wrote outbox items for the app (the
-    gateway wires it to `Pusher.wake`).
+    gateway wires it to `Pusher.wake`). `lease` is this process's owner; without one the
+    pipeline runs its own.
     """
 
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: PipelineStore,
         carrier: Carrier,
         clock: WallClock,
         *,
+        lease: Lease | None = None,
         rng: random.Random | None = None,
-        max_unmatched: int = MAX_UNMATCHED,
         unmatched_ttl_s: float = UNMATCHED_TTL_S,
     ) -> None:
         self.config = config
         self.store = store
         self.carrier = carrier
         self.clock = clock
+        self.lease = lease if lease is not None else Lease(store, clock, config.lease)
+        self._own_lease = lease is None
         self.on_pushes: Callable[[str], None] = lambda appid: None
         # A carrier with a window gets exactly as many senders as it has slots: a sender
         # holds its message SUBMITTING, and one waiting for a slot would leave a message in
@@ -201,8 +193,12 @@ class Pipeline:
         self.stats = PipelineStats()
         self.submit_seconds = Histogram()  # carrier.submit calls, whatever their outcome
         self._apps = {app.appid: app for app in config.apps}
+        self.policy = Policy(
+            max_retries=config.max_retries,
+            gives_reports=carrier.gives_reports,
+            report_timeout_s=config.report_timeout,
+        )
         self._rng = rng or random.Random()
-        self._max_unmatched = max_unmatched
         self._unmatched_ttl_s = unmatched_ttl_s
         self._started = False
         self._stopping = False
@@ -213,22 +209,19 @@ class Pipeline:
         self._queue_send, self._queue_receive = trio.open_memory_channel[MessageRecord](
             self.capacity
         )
-        # normalized id → (trio time kept, report); insertion order = age order
-        self._unmatched: collections.OrderedDict[str, tuple[float, DeliveryReport]] = (
-            collections.OrderedDict()
-        )
-        self._rematch: list[DeliveryReport] = []  # kept reports whose parts were recorded
+        self._early: list[PartMatch] = []  # early reports a sender's parts matched
         self._unrecorded: list[DeliveryReport] = []  # reports a store error left unrecorded
-        self._unapplied: list[tuple[str, MessageUpdate]] = []  # updates a store error left
-        self._consumer_busy = False
-        # Part ids senders committed while a kept report might be waiting for them.
-        self._recorded_parts: list[tuple[str, ...]] = []
+        self._unapplied: list[MessageUpdate] = []  # decisions a store error left unapplied
         self._consumer_wait: trio.CancelScope | None = None  # the idle consumer's wait
         self._reports_ended = False  # the carrier closed its reports channel
         # A tenth of the timeout, so a message fails at most 10% late; not more often than
         # every second nor less often than every minute.
         self._sweep_interval_s = min(REPORT_SWEEP_MAX_S, max(1.0, config.report_timeout / 10))
-        self._next_sweep = -math.inf  # trio time of the next look for overdue reports
+        self._next_sweep = -math.inf  # trio time of the next sweep
+
+    @property
+    def owner(self) -> str:
+        return self.lease.owner
 
     # ------------------------------------------------------------------ control
 
@@ -248,94 +241,83 @@ class Pipeline:
         self._wake_event.set()
         self._space.set()
 
-    @property
-    def unmatched_reports(self) -> int:
-        return len(self._unmatched)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recover in-doubt rows, then dispatch, send and consume reports until `stop()`."""
+        """Reclaim what lost owners left, then dispatch, send, consume reports and reclaim
+        every half lease until `stop()`."""
         if self._started:
             raise RuntimeError("Pipeline.run() can only be called once")
         self._started = True
-        await self._recover()
-        async with trio.open_nursery() as reports:
-            reports.start_soon(self._consume_reports)
-            async with trio.open_nursery() as workers:
-                for _ in range(self.senders):
-                    workers.start_soon(self._sender, self._queue_receive.clone())
-                workers.start_soon(self._dispatch)
-                task_status.started()
-            # Every claimed row is recorded or put back: nothing more to submit.
-            reports.cancel_scope.cancel()
+        async with trio.open_nursery() as leasing:
+            if self._own_lease:
+                await leasing.start(self.lease.run)
+            await self._reclaim()
+            leasing.start_soon(self._reclaim_forever)
+            async with trio.open_nursery() as reports:
+                reports.start_soon(self._consume_reports)
+                async with trio.open_nursery() as workers:
+                    for _ in range(self.senders):
+                        workers.start_soon(self._sender, self._queue_receive.clone())
+                    workers.start_soon(self._dispatch)
+                    task_status.started()
+                # Every claimed row is recorded or put back: nothing more to submit.
+                reports.cancel_scope.cancel()
+            leasing.cancel_scope.cancel()
         log.info("pipeline stopped", extra={"submits": self.stats.submits})
 
-    # ------------------------------------------------------------------ recovery
+    # ------------------------------------------------------------------ lost owners
 
-    async def _recover(self) -> None:
-        now = self.clock.now_ms()
-        report = await self.store.recover(now)
-        updates = [(record.appid, self._decide_in_doubt(record, now)) for record in report.in_doubt]
-        # Their last report was recorded but the crash lost its final update: the update the
-        # report consumer would have applied (without the report's text: it is not stored).
-        updates += [
-            (match.message.appid, self._report_update(match, now)) for match in report.reported
+    async def _reclaim_forever(self) -> None:
+        while True:
+            await trio.sleep(self.lease.duration_s / 2)
+            await self._reclaim()
+
+    async def _reclaim(self) -> None:
+        """Take over what lost owners left and decide their in-doubt submits (retried until
+        it commits: the rows are this owner's now, nobody else decides them)."""
+        retry = RetryLog(log, "reclaiming rows of lost owners")
+        while True:
+            try:
+                now = self.clock.now_ms()
+                dead = dead_local_owners(await self.store.owners())
+                found = await self.store.reclaim(self.owner, now, dead)
+                break
+            except StoreError as exc:
+                retry.failed(exc)
+                await trio.sleep(STORE_RETRY_S)
+        retry.succeeded()
+        updates = [
+            self._with_pushes(
+                record.appid, decide_in_doubt(record, now, self.policy, owner=self.owner)
+            )
+            for record in found.in_doubt
         ]
         for start in range(0, len(updates), RECOVERY_CHUNK):
-            await self._apply(updates[start : start + RECOVERY_CHUNK])
-        self.stats.recovered += len(report.in_doubt)
-        self.stats.finished_late += len(report.reported)
-        if report.requeued or report.in_doubt or report.reported or report.pending_pushes:
+            await self._apply_until_committed(updates[start : start + RECOVERY_CHUNK], "in-doubt")
+        self.stats.recovered += len(found.in_doubt)
+        self.stats.reclaimed_owners += len(found.owners)
+        if found.owners or found.requeued or found.in_doubt:
             log.info(
-                "recovered: %d queued rows requeued, %d in-doubt submits decided,"
-                " %d fully reported messages made final, %d pushes pending",
-                report.requeued,
-                len(report.in_doubt),
-                len(report.reported),
-                report.pending_pushes,
+                "reclaimed from %d lost owners: %d queued rows requeued, %d in-doubt submits"
+                " decided",
+                len(found.owners),
+                found.requeued,
+                len(found.in_doubt),
             )
-
-    def _decide_in_doubt(self, record: MessageRecord, now: int) -> MessageUpdate:
-        """A SUBMITTING row found at start-up: the attempt may or may not have reached the
-        operator. A notification is sent again while it has attempts left; anything else
-        (a verification code above all) fails as UNKNOWN rather than risk a second SMS."""
-        attempt = record.attempts
-        if self._may_retry(record, attempt):
-            step = _Step(
-                False,
-                STAT_UNKNOWN,
-                attempt,
-                now,
-                error="in doubt after a restart: sending again",
-            )
-            return MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.RECOVERED, now, attempt, STAT_UNKNOWN, step.error),
-                next_attempt_at_ms=now,
-                pushes=self._pushes(record, step, final=False),
-            )
-        reason = "in doubt after a restart: it may or may not have reached the operator"
-        step = _Step(False, STAT_UNKNOWN, attempt, record.submitted_at_ms or now, error=reason)
-        return MessageUpdate(
-            record.id,
-            State.FAILED,
-            HistoryEvent(EventKind.RECOVERED, now, attempt, STAT_UNKNOWN, reason),
-            stat=STAT_UNKNOWN,
-            error=reason,
-            pushes=self._pushes(record, step, final=True),
-        )
 
     # ------------------------------------------------------------------ dispatcher
 
     async def _dispatch(self) -> None:
+        retry = RetryLog(log, "dispatcher")
         try:
             with self._dispatch_scope:
                 while True:
                     try:
                         await self._dispatch_once()
                     except StoreError as exc:
-                        log.error("dispatcher: store error, retrying in 1 s: %s", exc)
+                        retry.failed(exc)
                         await trio.sleep(POLL_INTERVAL_S)
+                    else:
+                        retry.succeeded()
             await self._return_buffered()
         finally:
             self._queue_send.close()
@@ -354,7 +336,7 @@ class Pipeline:
         next_due = await self.store.next_due_at()
         deadline = trio.current_time() + POLL_INTERVAL_S
         if next_due is not None and next_due <= now:
-            claimed = await self.store.claim_due(now, free)
+            claimed = await self.store.claim_due(now, free, owner=self.owner)
             if claimed:
                 self.stats.claims += 1
                 self.stats.claimed += len(claimed)
@@ -365,7 +347,7 @@ class Pipeline:
                 buffered = self._queue_send.statistics().current_buffer_used
                 self.stats.peak_buffered = max(self.stats.peak_buffered, buffered)
                 return  # more may be due: the next round looks again
-            # Claimed elsewhere meanwhile (another gateway on a shared store): poll.
+            # Claimed elsewhere meanwhile (another process on the store): poll.
         elif next_due is not None:
             # +1 ms: at that trio time the wall clock reads next_due even after rounding.
             deadline = min(deadline, self.clock.trio_time(next_due) + 0.001)
@@ -390,25 +372,13 @@ class Pipeline:
         await self._requeue(records)
 
     async def _requeue(self, records: Sequence[MessageRecord]) -> None:
+        """Claimed rows not sent go back to waiting (retried until it commits: they are in
+        no one else's hands while this owner lives)."""
         if not records:
             return
         now = self.clock.now_ms()
-        updates = [
-            MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.REQUEUED, now, record.attempts),
-                next_attempt_at_ms=record.next_attempt_at_ms,
-            )
-            for record in records
-        ]
-        try:
-            with _finishing(RECORD_TIMEOUT_S):
-                await self.store.apply(updates)
-        except StoreError as exc:
-            # They stay QUEUED: `recover()` puts them back at the next start.
-            log.error("could not requeue %d claimed messages: %s", len(records), exc)
-            return
+        updates = [requeue(record, now, owner=self.owner) for record in records]
+        await self._apply_until_committed(updates, "requeue")
         self.stats.requeued += len(records)
 
     # ------------------------------------------------------------------ senders
@@ -417,7 +387,7 @@ class Pipeline:
         # The outcome of this sender's last submit while it is not written yet. Under load it
         # goes in the same store.apply as the next message's SUBMITTING (one write and one
         # wait a message instead of two); with no message waiting, on its own at once.
-        unrecorded: _Outcome | None = None
+        unrecorded: MessageUpdate | None = None
         async with receive:
             try:
                 while True:
@@ -445,32 +415,25 @@ class Pipeline:
                         continue
                     try:
                         unrecorded = await self._send_one(record, previous)
-                    except StoreError as exc:
-                        log.error("message %d: store error: %s", record.id, exc)
                     except Exception:
-                        # A bug must cost this message (decided at the next start), not the
-                        # pipeline.
+                        # A bug must cost this message (decided when this owner is gone),
+                        # not the pipeline.
                         log.exception("message %d: sender failed", record.id)
             finally:
                 if unrecorded is not None:
                     await self._record_outcome(unrecorded)
 
-    async def _send_one(self, record: MessageRecord, previous: _Outcome | None) -> _Outcome:
-        """Submit one message; return its outcome, for the caller to record. `previous`, the
-        sender's last outcome not recorded yet, is recorded with this one's SUBMITTING."""
-        attempt = record.attempts + 1
+    async def _send_one(
+        self, record: MessageRecord, previous: MessageUpdate | None
+    ) -> MessageUpdate | None:
+        """Submit one message; return its outcome, for the caller to record (None: not
+        sent). `previous`, the sender's last outcome not recorded yet, is recorded with
+        this one's SUBMITTING."""
         started = self.clock.now_ms()
-        submitting = MessageUpdate(
-            record.id,
-            State.SUBMITTING,
-            HistoryEvent(EventKind.SUBMITTING, started, attempt),
-            attempts=attempt,
-        )
-        # Durable BEFORE the carrier sees it: after a crash this row is known to be in doubt.
-        if previous is None:
-            await self.store.apply([submitting])
-        else:
-            await self._record_with_submitting(previous, (record.appid, submitting))
+        attempt = submitting(record, started, owner=self.owner)
+        # Durable BEFORE the carrier sees it: should this process die, the row is in doubt.
+        if not await self._record_with_submitting(previous, attempt, record):
+            return None
         sms = OutboundSms(
             message_id=record.id,
             appid=record.appid,
@@ -478,7 +441,7 @@ class Pipeline:
             phone=record.phone,
             text=record.message,
             msgtype=record.msgtype,
-            attempt=attempt,
+            attempt=record.attempts + 1,
         )
         self.stats.submits += 1
         outcome: SubmitAccepted | SubmitError
@@ -491,42 +454,11 @@ class Pipeline:
             log.exception("message %d: carrier %s failed", record.id, self.carrier.name)
             outcome = SubmitError(SubmitErrorKind.IN_DOUBT, "CARRIER_ERROR", repr(exc))
         self.submit_seconds.observe(time.perf_counter() - submit_started)
-        update = self._decide(record, attempt, started, outcome)
+        attempt_no = record.attempts + 1
+        update = self._decide(record, attempt_no, started, outcome)
         if isinstance(outcome, SubmitError):
-            _log_failed_attempt(record, attempt, outcome, update)
-        return record.appid, update
-
-    async def _record_with_submitting(self, previous: _Outcome, submitting: _Outcome) -> None:
-        """Record a sender's last outcome and its next message's SUBMITTING in one write;
-        raises StoreError when the SUBMITTING could not be written (the message is not to be
-        sent)."""
-        try:
-            # Shielded: the outcome records what already happened.
-            with _finishing(RECORD_TIMEOUT_S):
-                await self._apply([previous, submitting])
-        except StoreError:
-            # All or none: each on its own, so that one's failure does not cost the other.
-            await self._record_outcome(previous)
-            await self.store.apply([submitting[1]])
-            return
-        self._outcome_recorded(previous[1])
-
-    async def _record_outcome(self, outcome: _Outcome) -> None:
-        """Write a submit's outcome; a store error is logged (the row stays SUBMITTING, so the
-        next start decides it as in doubt)."""
-        try:
-            with _finishing(RECORD_TIMEOUT_S):
-                await self._apply([outcome])
-        except StoreError as exc:
-            log.error("message %d: store error: %s", outcome[1].message_id, exc)
-            return
-        self._outcome_recorded(outcome[1])
-
-    def _outcome_recorded(self, update: MessageUpdate) -> None:
-        if update.state is State.ACCEPTED and update.next_attempt_at_ms is not None:
-            self._due_at(update.next_attempt_at_ms)
-        if update.part_ids and update.state is State.SUBMITTED:
-            self._parts_recorded(update.part_ids)
+            _log_failed_attempt(record, attempt_no, outcome, update)
+        return update
 
     def _decide(
         self,
@@ -535,126 +467,75 @@ class Pipeline:
         started: int,
         outcome: SubmitAccepted | SubmitError,
     ) -> MessageUpdate:
-        now = self.clock.now_ms()
+        result: Accepted | Failed
         if isinstance(outcome, SubmitAccepted):
-            return self._accepted(record, attempt, started, now, outcome)
-        kind, stat, detail = outcome.kind, outcome.stat, outcome.detail
-        if kind is SubmitErrorKind.THROTTLED:
-            # Not a failed attempt: the count goes back to what it was.
-            step = _Step(False, stat, attempt, started, error=detail)
-            return MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.ATTEMPT_FAILED, now, attempt, stat, detail),
-                attempts=record.attempts,
-                next_attempt_at_ms=now + THROTTLE_DELAY_MS,
-                pushes=self._pushes(record, step, final=False),
+            normalize = self.carrier.normalize_id
+            result = Accepted(
+                normalize(outcome.carrier_msgid),
+                tuple(normalize(part) for part in outcome.part_ids),
             )
-        if kind is SubmitErrorKind.PERMANENT:
-            return self._failed(record, attempt, now, stat, detail, carrier_stat=None)
-        # TEMPORARY, or IN_DOUBT (the link died mid-submit: handled as after a crash).
-        if self._may_retry(record, attempt):
-            delay_ms = int(retry_delay_s(attempt, self.config.retry_backoff, self._rng) * 1000)
-            step = _Step(False, stat, attempt, started, error=detail)
-            return MessageUpdate(
-                record.id,
-                State.ACCEPTED,
-                HistoryEvent(EventKind.ATTEMPT_FAILED, now, attempt, stat, detail),
-                next_attempt_at_ms=now + delay_ms,
-                error=detail,
-                pushes=self._pushes(record, step, final=False),
-            )
-        if kind is SubmitErrorKind.IN_DOUBT:
-            final_stat = STAT_UNKNOWN
-        elif record.msgtype == 1:
-            final_stat = STAT_RETRY_LIMIT
         else:
-            final_stat = STAT_NO_RETRY
-        return self._failed(record, attempt, now, final_stat, detail, carrier_stat=stat)
-
-    def _accepted(
-        self,
-        record: MessageRecord,
-        attempt: int,
-        started: int,
-        now: int,
-        outcome: SubmitAccepted,
-    ) -> MessageUpdate:
-        normalize = self.carrier.normalize_id
-        carrier_msgid = normalize(outcome.carrier_msgid)
-        part_ids = tuple(normalize(part) for part in outcome.part_ids) or (carrier_msgid,)
-        step = _Step(True, STAT_ACCEPTED, attempt, started, carrier_msgid)
-        if self.carrier.gives_reports:
-            return MessageUpdate(
-                record.id,
-                State.SUBMITTED,
-                HistoryEvent(
-                    EventKind.SUBMITTED, now, attempt, STAT_ACCEPTED, carrier_msgid=carrier_msgid
-                ),
-                carrier_msgid=carrier_msgid,
-                part_ids=part_ids,
-                submitted_at_ms=started,
-                clear_error=True,  # an earlier attempt's error is no longer the story
-                pushes=self._pushes(record, step, final=False),
-            )
-        # No reports will come: the operator's acceptance is the final outcome.
-        return MessageUpdate(
-            record.id,
-            State.DELIVERED,
-            HistoryEvent(EventKind.FINAL, now, attempt, STAT_ACCEPTED, carrier_msgid=carrier_msgid),
-            carrier_msgid=carrier_msgid,
-            part_ids=part_ids,
-            submitted_at_ms=started,
-            stat=STAT_ACCEPTED,
-            clear_error=True,
-            pushes=self._pushes(record, step, final=True),
+            result = Failed(FailureKind(outcome.kind.value), outcome.stat, outcome.detail)
+        delay_ms = int(retry_delay_s(attempt, self.config.retry_backoff, self._rng) * 1000)
+        transition = decide_submit(
+            record,
+            attempt,
+            started,
+            self.clock.now_ms(),
+            result,
+            self.policy,
+            retry_delay_ms=delay_ms,
+            owner=self.owner,
         )
+        return self._with_pushes(record.appid, transition)
 
-    def _failed(
-        self,
-        record: MessageRecord,
-        attempt: int,
-        now: int,
-        stat: str,
-        detail: str,
-        *,
-        carrier_stat: str | None,
-        carrier_msgid: str | None = None,
-    ) -> MessageUpdate:
-        # When the gateway's stat replaces the operator's, the error text keeps the latter.
-        error = detail if carrier_stat is None else f"{carrier_stat}: {detail}"
-        step = _Step(False, stat, attempt, record.submitted_at_ms or now, carrier_msgid, error)
-        return MessageUpdate(
-            record.id,
-            State.FAILED,
-            HistoryEvent(EventKind.FINAL, now, attempt, stat, error),
-            stat=stat,
-            error=error,
-            pushes=self._pushes(record, step, final=True),
-        )
+    async def _record_with_submitting(
+        self, previous: MessageUpdate | None, attempt: MessageUpdate, record: MessageRecord
+    ) -> bool:
+        """Record a sender's last outcome and its next message's SUBMITTING in one write;
+        True when the message may be sent. A SUBMITTING the store refused (stale: the row
+        was reclaimed) means not sending; one it could not write puts the row back."""
+        updates = [attempt] if previous is None else [previous, attempt]
+        try:
+            # Shielded: the outcome records what already happened.
+            with _finishing():
+                results = await self._apply(updates)
+        except StoreError as exc:
+            log.error("message %d: store error, not sent: %s", record.id, exc)
+            # All or none: the outcome on its own (until it commits), the row put back.
+            if previous is not None:
+                await self._record_outcome(previous)
+            await self._requeue([record])
+            return False
+        if previous is not None:
+            self._outcome_recorded(previous, results[0])
+        return results[-1].applied
 
-    def _may_retry(self, record: MessageRecord, attempt: int) -> bool:
-        """Only notifications are retried: after the first attempt, up to max_retries more."""
-        return record.msgtype == 1 and attempt < 1 + self.config.max_retries
+    async def _record_outcome(self, outcome: MessageUpdate) -> None:
+        """Write a submit's outcome, retried until it commits (the operator's answer is
+        known only here)."""
+        (result,) = await self._apply_until_committed([outcome], f"message {outcome.message_id}")
+        self._outcome_recorded(outcome, result)
+
+    def _outcome_recorded(self, update: MessageUpdate, result: Applied) -> None:
+        if not result.applied:
+            return
+        if update.state is State.ACCEPTED and update.next_attempt_at_ms is not None:
+            self._due_at(update.next_attempt_at_ms)
+        if result.early_reports:
+            self._early.extend(result.early_reports)
+            self.stats.reports_rematched += len(result.early_reports)
+            if self._consumer_wait is not None:
+                self._consumer_wait.cancel()
 
     # ------------------------------------------------------------------ reports
 
-    def _parts_recorded(self, part_ids: tuple[str, ...]) -> None:
-        # Needed only if a report for these ids may have missed them: one is kept, or the
-        # consumer is recording reports right now (its lookup may have run before our
-        # commit). Any report still to be read will find the parts.
-        if self._unmatched or self._consumer_busy or self._rematch:
-            self._recorded_parts.append(part_ids)
-            if self._consumer_wait is not None:
-                self._consumer_wait.cancel()  # a kept report may match now
-
     async def _next_report(self) -> list[DeliveryReport]:
-        """Wait for a report from the carrier (in a list), or for senders to record parts or
-        the next sweep for overdue reports (an empty list)."""
+        """Wait for a report from the carrier (in a list), or for a sender's early matches
+        or the next sweep (an empty list)."""
         # Read straight from the carrier's channel: not `async with`, closing it is the
         # carrier's business.
         reports = self.carrier.reports()
-        # Woken at the next sweep's time too (then an empty list).
         with trio.CancelScope(deadline=self._next_sweep) as self._consumer_wait:
             try:
                 if not self._reports_ended:
@@ -669,75 +550,68 @@ class Pipeline:
 
     async def _consume_reports(self) -> None:
         reports = self.carrier.reports()
+        retry = RetryLog(log, "delivery reports")
         while True:
             if trio.current_time() >= self._next_sweep and not self._unapplied:
-                await self._fail_overdue()
+                await self._sweep()
             batch: list[DeliveryReport] = []
-            if not (
-                self._rematch
-                or self._unrecorded
-                or self._unapplied
-                or (self._recorded_parts and self._unmatched)
-            ):
+            if not (self._early or self._unrecorded or self._unapplied):
                 batch = await self._next_report()
             while len(batch) < REPORT_BATCH and not self._reports_ended:
                 try:
                     batch.append(reports.receive_nowait())
-                except trio.WouldBlock:
-                    break
                 except trio.EndOfChannel:
                     self._reports_ended = True
+                except trio.WouldBlock:
+                    break
             self.stats.reports += len(batch)
-            self._consumer_busy = True
             try:
-                with _finishing(RECORD_TIMEOUT_S):
+                with _finishing():
                     await self._process_reports(batch)
             except StoreError as exc:
                 # What failed is kept (_unrecorded, _unapplied) and tried again.
-                log.error("delivery reports: store error, retrying in 1 s: %s", exc)
-                await trio.sleep(POLL_INTERVAL_S)
-            finally:
-                self._consumer_busy = False
+                retry.failed(exc)
+                await trio.sleep(STORE_RETRY_S)
+            else:
+                retry.succeeded()
 
     async def _process_reports(self, batch: list[DeliveryReport]) -> None:
-        rematched = len(self._rematch)
-        reports = [
-            *self._rematch,
-            *self._unrecorded,
-            *batch,
-        ]
-        self._rematch, self._unrecorded = [], []
+        reports = [*self._unrecorded, *batch]
+        self._unrecorded = []
         normalize = self.carrier.normalize_id
-        ids = [normalize(report.carrier_msgid) for report in reports]
         matches: list[PartMatch | None] = []
         failure: StoreError | None = None
+        now = self.clock.now_ms()
         try:
-            # The whole batch in one write.
+            # The whole batch in one write; the unknown ids are stored as early reports.
             matches = await self.store.record_part_reports(
                 [
-                    PartReport(part_id, report.delivered, report.stat, report.at_ms)
-                    for part_id, report in zip(ids, reports, strict=True)
-                ]
+                    PartReport(
+                        normalize(report.carrier_msgid), report.delivered, report.stat, report.at_ms
+                    )
+                    for report in reports
+                ],
+                now,
             )
         except StoreError as exc:  # nothing recorded: the reports are tried again
             failure = exc
-            self._unrecorded, reports, rematched = reports, [], 0
+            self._unrecorded, reports = reports, []
 
         now = self.clock.now_ms()
-        steps: list[tuple[str, MessageUpdate]] = []
-        finals: list[tuple[str, MessageUpdate]] = []
+        steps: list[MessageUpdate] = []
+        finals: list[MessageUpdate] = []
         # Messages made final by an update not committed yet (this batch, or one a store
-        # error left): a repeated report must not make them final a second time.
+        # error left): a repeated report need not be decided again.
         finishing = {
-            update.message_id for _, update in self._unapplied if update.state in FINAL_STATES
+            update.message_id for update in self._unapplied if update.state in FINAL_STATES
         }
         repeated: list[PartMatch] = []  # duplicates of a message with every part reported
-        for index, (report, match) in enumerate(zip(reports, matches, strict=True)):
+        live = [(match, report.error) for report, match in zip(reports, matches, strict=True)]
+        early, self._early = self._early, []
+        for match, error in [*live, *((match, None) for match in early)]:
             if match is None:
-                self._keep_unmatched(ids[index], report)
+                self.stats.reports_unmatched += 1
                 continue
-            if index < rematched:
-                self.stats.reports_rematched += 1
             message = match.message
             if match.duplicate:
                 self.stats.reports_duplicate += 1
@@ -747,37 +621,26 @@ class Pipeline:
             if message.state is not State.SUBMITTED or message.id in finishing:
                 self.stats.reports_ignored += 1
                 continue
-            update = self._report_update(match, now, error=report.error)
+            update = self._with_pushes(message.appid, decide_report(match, now, error=error))
             if update.state is State.SUBMITTED:
-                steps.append((message.appid, update))
+                steps.append(update)
             else:
                 finishing.add(message.id)
-                finals.append((message.appid, update))
+                finals.append(update)
         # Looked at after the batch's own reports: the one that completed a message in this
         # batch also reads SUBMITTED, and its final (with the report's text) is the one kept.
         for match in repeated:
             if match.message.id in finishing:
                 continue
             # Every part had reported, yet the message is not final: its final update was
-            # lost (a crash between the two writes). Decided from the parts as stored.
+            # lost (a process lost between the two writes). Decided from the parts as stored.
             finishing.add(match.message.id)
             self.stats.finished_late += 1
-            finals.append((match.message.appid, self._report_update(match, now)))
-
-        # After this batch's unmatched reports were kept: parts recorded while it looked
-        # them up are in the list.
-        recorded, self._recorded_parts = self._recorded_parts, []
-        if self._unmatched:
-            for part_ids in recorded:
-                for part_id in part_ids:
-                    kept = self._unmatched.pop(part_id, None)
-                    if kept is not None:
-                        self._rematch.append(kept[1])
+            finals.append(self._with_pushes(match.message.appid, decide_report(match, now)))
 
         # The parts are recorded now, so these updates must not be lost: a report sent
         # again would count as a duplicate. A failed apply changed nothing and is retried.
-        # Only the report that completed a message's parts is final, and it goes last:
-        # a step of the same message applied after it would undo the final state.
+        # Steps go before finals: a step after its message's final would be refused.
         updates = [*self._unapplied, *steps, *finals]
         self._unapplied = []
         try:
@@ -788,134 +651,97 @@ class Pipeline:
         if failure is not None:
             raise failure
 
-    async def _fail_overdue(self) -> None:
-        """Fail the messages that waited longer than report_timeout for their report. Runs
-        in the report consumer, so that it and a live report never both decide a message."""
+    async def _sweep(self) -> None:
+        """Fail the messages that waited longer than report_timeout for their report, finish
+        those whose last report's decision was lost, expire early reports. Any process may
+        sweep: every decision is compare-and-set."""
         now = self.clock.now_ms()
-        submitted_before = now - round(self.config.report_timeout * 1000)
         try:
-            while True:
-                overdue = await self.store.overdue_submitted(submitted_before, REPORT_SWEEP_BATCH)
-                if not overdue:
-                    break
-                with _finishing(RECORD_TIMEOUT_S):
-                    await self._apply(
-                        [(record.appid, self._timed_out(record, now)) for record in overdue]
-                    )
-                self.stats.reports_timed_out += len(overdue)
-                log.warning(
-                    "%d messages failed with stat %s: no delivery report within %g s",
-                    len(overdue),
-                    STAT_UNKNOWN,
-                    self.config.report_timeout,
+            await self._fail_overdue(now)
+            finished = await self.store.fully_reported(
+                now - round(self.lease.duration_s * 1000), REPORT_SWEEP_BATCH
+            )
+            if finished:
+                results = await self._apply(
+                    [
+                        self._with_pushes(match.message.appid, decide_report(match, now))
+                        for match in finished
+                    ]
                 )
-                if len(overdue) < REPORT_SWEEP_BATCH:
-                    break
+                self.stats.finished_late += sum(result.applied for result in results)
+            expired = await self.store.expire_early_reports(
+                now - round(self._unmatched_ttl_s * 1000), REPORT_SWEEP_BATCH
+            )
+            if expired:
+                self.stats.reports_dropped += expired
+                log.warning("%d delivery reports for unknown ids dropped after waiting", expired)
         except StoreError as exc:
-            log.error("looking for overdue delivery reports: store error: %s", exc)
+            log.error("sweep of delivery reports: store error: %s", exc)
         self._next_sweep = trio.current_time() + self._sweep_interval_s
 
-    def _timed_out(self, record: MessageRecord, now: int) -> MessageUpdate:
-        return self._failed(
-            record,
-            record.attempts,
-            now,
-            STAT_UNKNOWN,
-            f"no delivery report within {self.config.report_timeout:g} s",
-            carrier_stat=None,
-            carrier_msgid=record.carrier_msgid,
-        )
-
-    def _report_update(
-        self, match: PartMatch, now: int, *, error: str | None = None
-    ) -> MessageUpdate:
-        """The update for the report of `match.part` (as recorded): a step while other parts
-        have not reported, else the message's final outcome. `error` is the report's text
-        (only a live report has one: the store keeps the part's stat, not its text)."""
-        message = match.message
-        part = match.part
-        part_id = part.carrier_msgid
-        part_stat = part.stat if part.stat is not None else STAT_UNKNOWN
-        attempt = message.attempts
-        sendtime = message.submitted_at_ms or now
-        event = HistoryEvent(
-            EventKind.DELIVERY_REPORT, now, attempt, part_stat, error, carrier_msgid=part_id
-        )
-        part_step = _Step(part.delivered, part_stat, attempt, sendtime, part_id, error)
-        if not match.all_reported:
-            return MessageUpdate(
-                message.id,
-                State.SUBMITTED,
-                event,
-                pushes=self._pushes(message, part_step, final=False),
-            )
-        if match.all_delivered:
-            state, stat, final_error = State.DELIVERED, part_stat, None
-        else:
-            state = State.FAILED
-            stat = match.failed_stat or part_stat
-            final_error = error if not part.delivered else None
-        step = _Step(state is State.DELIVERED, stat, attempt, sendtime, part_id, final_error)
-        return MessageUpdate(
-            message.id,
-            state,
-            event,
-            stat=stat,
-            error=final_error,
-            clear_error=state is State.DELIVERED,
-            pushes=self._pushes(message, step, final=True),
-        )
-
-    def _keep_unmatched(self, part_id: str, report: DeliveryReport) -> None:
-        now = trio.current_time()
-        unmatched = self._unmatched
-        while unmatched:
-            oldest_id, (kept_at, _) = next(iter(unmatched.items()))
-            if now - kept_at < self._unmatched_ttl_s:
+    async def _fail_overdue(self, now: int) -> None:
+        submitted_before = now - round(self.config.report_timeout * 1000)
+        while True:
+            overdue = await self.store.overdue_submitted(submitted_before, REPORT_SWEEP_BATCH)
+            if not overdue:
                 break
-            del unmatched[oldest_id]
-            self.stats.reports_dropped += 1
-            log.warning("delivery report for unknown id %s dropped after waiting", oldest_id)
-        if part_id in unmatched:
-            self.stats.reports_duplicate += 1
-            return
-        unmatched[part_id] = (now, report)
-        self.stats.reports_unmatched += 1
-        if len(unmatched) > self._max_unmatched:
-            dropped_id, _ = unmatched.popitem(last=False)
-            self.stats.reports_dropped += 1
-            log.warning("too many unmatched delivery reports: dropped the one for %s", dropped_id)
-
-    # ------------------------------------------------------------------ outbox
-
-    def _pushes(self, record: MessageRecord, step: _Step, *, final: bool) -> tuple[NewPush, ...]:
-        app: AppConfig | None = self._apps.get(record.appid)
-        if app is None or app.receipt_endpoint is None:
-            return ()
-        status = PUSH_SUCCESS if step.success else PUSH_FAILURE
-        pushes: list[NewPush] = []
-        if final:
-            receipt = ReceiptItem(record.msgid, record.phone, status, step.sendtime, step.stat)
-            pushes.append(NewPush(PushKind.RECEIPT, encode_json(receipt).decode()))
-        if app.status_reports:
-            report = StatusReportItem(
-                record.msgid,
-                record.phone,
-                status,
-                step.sendtime,
-                step.stat,
-                step.attempt,
-                step.carrier_msgid,
-                step.error,
+            with _finishing():
+                results = await self._apply(
+                    [
+                        self._with_pushes(record.appid, decide_timeout(record, now, self.policy))
+                        for record in overdue
+                    ]
+                )
+            failed = sum(result.applied for result in results)
+            self.stats.reports_timed_out += failed
+            log.warning(
+                "%d messages failed with stat %s: no delivery report within %g s",
+                failed,
+                STAT_UNKNOWN,
+                self.config.report_timeout,
             )
-            pushes.append(NewPush(PushKind.STATUS_REPORT, encode_json(report).decode()))
-        return tuple(pushes)
+            if len(overdue) < REPORT_SWEEP_BATCH:
+                break
 
-    async def _apply(self, updates: Sequence[tuple[str, MessageUpdate]]) -> None:
-        """Apply (appid, update) pairs in one commit, then wake the pusher of each app that
-        got outbox items."""
+    # ------------------------------------------------------------------ the store
+
+    def _with_pushes(self, appid: str, update: MessageUpdate) -> MessageUpdate:
+        """The update with the outbox items its receipt makes for the app's endpoint."""
+        app: AppConfig | None = self._apps.get(appid)
+        if update.receipt is None or app is None or app.receipt_endpoint is None:
+            return update
+        kinds = outbox_kinds(update.receipt, status_reports=app.status_reports)
+        return attrs.evolve(update, pushes=kinds) if kinds else update
+
+    async def _apply(self, updates: Sequence[MessageUpdate]) -> list[Applied]:
+        """Apply the updates in one commit, then wake the pusher of each app that got
+        outbox items; a stale update (refused by the store) is counted and dropped."""
         if not updates:
-            return
-        await self.store.apply([update for _, update in updates])
-        for appid in {appid for appid, update in updates if update.pushes}:
+            return []
+        results = await self.store.apply(updates)
+        apps: set[str] = set()
+        for update, result in zip(updates, results, strict=True):
+            if not result.applied:
+                self.stats.stale += 1
+            elif update.pushes:
+                apps.add(result.appid)
+        for appid in apps:
             self.on_pushes(appid)
+        return results
+
+    async def _apply_until_committed(
+        self, updates: Sequence[MessageUpdate], what: str
+    ) -> list[Applied]:
+        """`_apply`, tried again after each store error until it commits (shielded for a
+        while each time, so a shutdown does not cut a write in the middle)."""
+        retry = RetryLog(log, what)
+        while True:
+            try:
+                with _finishing():
+                    results = await self._apply(updates)
+            except StoreError as exc:
+                retry.failed(exc)
+                await trio.sleep(STORE_RETRY_S)
+                continue
+            retry.succeeded()
+            return results

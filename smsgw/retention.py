@@ -18,7 +18,7 @@ import trio
 
 from smsgw.clock import WallClock
 from smsgw.observe import Check, Sample, counter
-from smsgw.store.base import Store, StoreError
+from smsgw.store.base import RetentionStore, StoreError
 
 log = logging.getLogger("smsgw.retention")
 
@@ -35,7 +35,7 @@ class RetentionStats:
 
 
 class Retention:
-    def __init__(self, store: Store, clock: WallClock, retention_s: float) -> None:
+    def __init__(self, store: RetentionStore, clock: WallClock, retention_s: float) -> None:
         self.store = store
         self.clock = clock
         self.retention_ms = int(retention_s * 1000)

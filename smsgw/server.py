@@ -51,7 +51,7 @@ from smsgw.protocol.messages import (
 )
 from smsgw.protocol.status import Status
 from smsgw.ratelimit import FailureLimiter, RecentKeys, TokenBucket
-from smsgw.store.base import NewMessage, Store, StoreClosed, StoreError
+from smsgw.store.base import AcceptStore, NewMessage, StoreClosed, StoreError
 from smsgw.streams import RECEIVE_CHUNK, discard_input, receive_event
 
 log = logging.getLogger("smsgw.server")
@@ -73,7 +73,7 @@ class Outcome:
 
 
 class Server:
-    def __init__(self, config: Config, store: Store, clock: WallClock | None = None) -> None:
+    def __init__(self, config: Config, store: AcceptStore, clock: WallClock | None = None) -> None:
         self.config = config
         self.store = store
         self._clock = clock

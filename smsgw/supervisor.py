@@ -303,15 +303,8 @@ class Supervisor:
         return now - self._stop_started > self.config.shutdown_grace + KILL_MARGIN_S
 
     def _argv(self, worker: Worker, fd: int) -> list[str]:
-        # Start-up recovery only where no other worker can be serving (see smsgw.worker).
-        recover = worker.share.first and worker.starts == 1
-        return [
-            str(worker.share.index),
-            str(self.count),
-            str(self._port),
-            str(fd),
-            str(int(recover)),
-        ]
+        numbers = (worker.share.index, self.count, self._port, fd)
+        return [str(number) for number in numbers]
 
     # --- the gateway's /metrics and /healthz (a `smsgw.observe.Source`) ---
 

@@ -12,16 +12,15 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import trio
 
 from smsgw.cli import raise_open_files_limit, stop_on_signals
 from smsgw.config import Config, ConfigError, config_error_in, load_config
-from smsgw.gateway import Gateway, GatewayInfo, store_from_config
+from smsgw.gateway import Gateway, GatewayInfo
 from smsgw.logs import setup_logging
 from smsgw.shares import Share, worker_config
-from smsgw.store.base import RecoveryReport, Store
 from smsgw.workerlink import Link, LinkClosed, encode_report
 
 log = logging.getLogger("smsgw.worker")
@@ -30,13 +29,13 @@ EXIT_CONFIG = 2
 
 
 def main(argv: Sequence[str]) -> int:
-    index, count, port, fd, recover = (int(arg) for arg in argv)
+    index, count, port, fd = (int(arg) for arg in argv)
     share = Share(index, count)
     try:
         config = load_config()
         setup_logging(config.log_level, config.log_format, worker=index + 1)
         gateway_config = worker_config(config, share, port)
-        trio.run(_run, gateway_config, share, socket.socket(fileno=fd), bool(recover))
+        trio.run(_run, gateway_config, share, socket.socket(fileno=fd))
     except (ConfigError, BaseExceptionGroup) as exc:
         error = config_error_in(exc)
         if error is None:
@@ -46,13 +45,10 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-async def _run(config: Config, share: Share, sock: socket.socket, recover: bool) -> None:
+async def _run(config: Config, share: Share, sock: socket.socket) -> None:
     raise_open_files_limit()
     link = Link(sock)
-    store = store_from_config(config)
-    if not recover:
-        store = cast(Store, _WithoutRecovery(store))
-    gateway = Gateway(config, store=store, share=share)
+    gateway = Gateway(config, share=share)
     nudges = Nudges(link, gateway.clock.now_ms)
     # The other workers hear of what this one stored: their dispatchers look at the store
     # now rather than at their next poll, and worker 1 pushes the receipts written here.
@@ -72,23 +68,6 @@ async def _run(config: Config, share: Share, sock: socket.socket, recover: bool)
             inner.start_soon(_follow_link, link, gateway, outer.cancel_scope)
             inner.start_soon(nudges.run)
         outer.cancel_scope.cancel()
-
-
-class _WithoutRecovery:
-    """The store, for a worker started while others may be serving. `Store.recover()` takes
-    back every claimed row of the store, the other workers' in flight too, so only the first
-    worker's first start (before any worker serves) recovers. Until the store's owners and
-    leases replace that start-up recovery (issue 7), the rows a worker that died had
-    claimed wait for the gateway's next start; nothing is sent twice meanwhile."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    async def recover(self, now_ms: int) -> RecoveryReport:
-        return RecoveryReport(requeued=0, in_doubt=(), pending_pushes=0, reported=())
 
 
 # A nudge costs the three processes a wake-up each: at most one per this interval, with

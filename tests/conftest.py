@@ -142,7 +142,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests that need PostgreSQL (the `pg_cluster` fixture) are left out, with one line in
     the summary, where none can be had; never when SMSGW_TEST_REQUIRE_PG is set (CI): there
     they run and fail."""
-    needing = [item for item in items if "pg_cluster" in getattr(item, "fixturenames", ())]
+    needing = [item for item in items if _needs_postgresql(item)]
     if not needing or os.environ.get(REQUIRE_VARIABLE):
         return
     reason = unavailable_reason()
@@ -152,6 +152,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     left = set(needing)
     items[:] = [item for item in items if item not in left]
     _pg_skipped.append(f"{len(needing)} PostgreSQL tests skipped: {reason}")
+
+
+def _needs_postgresql(item: pytest.Item) -> bool:
+    if "pg_cluster" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)  # a backend parameter (the contract suite)
+    return callspec is not None and "postgresql" in callspec.params.values()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

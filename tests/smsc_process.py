@@ -98,6 +98,7 @@ class SmscOptions:
     enquire_link: float = attrs.field(default=0.0, validator=_non_negative)
     dlr_retry: float = attrs.field(default=1.0, validator=_non_negative)
     deliver_window: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    dlr_any: bool = False
     quiet: bool = False
 
     def args(self) -> list[str]:
@@ -118,6 +119,8 @@ class SmscOptions:
             "--dlr-retry", repr(self.dlr_retry),
             "--deliver-window", str(self.deliver_window),
         ]  # fmt: skip
+        if self.dlr_any:
+            args.append("--dlr-any")
         if self.quiet:
             args.append("--quiet")
         return args
@@ -133,6 +136,7 @@ class SmscOptionFields(TypedDict, total=False):
     id_style: IdStyle
     id_start: int
     receipt_id: ReceiptIdStyle
+    dlr_any: bool
     dlr_delay: float
     undeliv: float
     seed: int

@@ -46,23 +46,27 @@ from smsgw.pipeline import (
     retry_delay_s,
 )
 from smsgw.protocol.messages import ReceiptItem, StatusReportItem
+from smsgw.pusher import encode_item
 from smsgw.store import (
+    Applied,
     Event,
     InboundRecord,
     MessageHistory,
     MessageRecord,
     MessageUpdate,
     NewMessage,
+    OwnerInfo,
+    OwnerRecord,
     PartMatch,
     PartReport,
     PushRecord,
-    RecoveryReport,
+    Reclaimed,
     SqliteStore,
     State,
     StoreError,
 )
 from tests.conftest import make_config
-from tests.store.conftest import record_part_report
+from tests.store.conftest import record_part_report, rows
 
 T = TypeVar("T")
 
@@ -197,17 +201,38 @@ class BusyStore:
     async def insert_messages(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         return await busy(lambda: self.inner.insert_messages(messages, now_ms))
 
-    async def recover(self, now_ms: int) -> RecoveryReport:
-        return await busy(lambda: self.inner.recover(now_ms))
+    async def register_owner(self, owner: OwnerInfo, lease_until_ms: int) -> None:
+        await busy(lambda: self.inner.register_owner(owner, lease_until_ms))
 
-    async def claim_due(self, now_ms: int, limit: int) -> list[MessageRecord]:
-        return await busy(lambda: self.inner.claim_due(now_ms, limit))
+    async def renew_owner(self, owner_id: str, lease_until_ms: int) -> bool:
+        return await busy(lambda: self.inner.renew_owner(owner_id, lease_until_ms))
+
+    async def release_owner(self, owner_id: str) -> None:
+        await busy(lambda: self.inner.release_owner(owner_id))
+
+    async def owners(self) -> list[OwnerRecord]:
+        return await busy(self.inner.owners)
+
+    async def reclaim(self, claimant: str, now_ms: int, dead: Sequence[str] = ()) -> Reclaimed:
+        return await busy(lambda: self.inner.reclaim(claimant, now_ms, dead))
+
+    async def claim_due(self, now_ms: int, limit: int, *, owner: str) -> list[MessageRecord]:
+        return await busy(lambda: self.inner.claim_due(now_ms, limit, owner=owner))
 
     async def next_due_at(self) -> int | None:
         return await busy(self.inner.next_due_at)
 
-    async def apply(self, updates: Sequence[MessageUpdate]) -> None:
-        await busy(lambda: self.inner.apply(updates))
+    async def apply(self, updates: Sequence[MessageUpdate]) -> list[Applied]:
+        return await busy(lambda: self.inner.apply(updates))
+
+    async def fully_reported(self, reported_before_ms: int, limit: int) -> list[PartMatch]:
+        return await busy(lambda: self.inner.fully_reported(reported_before_ms, limit))
+
+    async def expire_early_reports(self, received_before_ms: int, limit: int) -> int:
+        return await busy(lambda: self.inner.expire_early_reports(received_before_ms, limit))
+
+    async def claim_pushes(self, appid: str, owner: str) -> bool:
+        return await busy(lambda: self.inner.claim_pushes(appid, owner))
 
     async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
         return await busy(lambda: self.inner.overdue_submitted(submitted_before_ms, limit))
@@ -229,8 +254,10 @@ class BusyStore:
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         return await busy(lambda: self.inner.find_by_part_id(carrier_msgid))
 
-    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
-        return await busy(lambda: self.inner.record_part_reports(reports))
+    async def record_part_reports(
+        self, reports: Sequence[PartReport], now_ms: int
+    ) -> list[PartMatch | None]:
+        return await busy(lambda: self.inner.record_part_reports(reports, now_ms))
 
     async def due_pushes(self, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
         return await busy(lambda: self.inner.due_pushes(appid, now_ms, limit))
@@ -328,12 +355,16 @@ async def until(check: Callable[[], bool], *, within: float = 600, every: float 
 
 
 def receipts(found: MessageHistory) -> list[ReceiptItem]:
-    return [ReceiptItem(**json.loads(push.body)) for push in found.pushes if push.kind == "A002"]
+    return [
+        ReceiptItem(**json.loads(encode_item(push))) for push in found.pushes if push.kind == "A002"
+    ]
 
 
 def status_reports(found: MessageHistory) -> list[StatusReportItem]:
     return [
-        StatusReportItem(**json.loads(push.body)) for push in found.pushes if push.kind == "A003"
+        StatusReportItem(**json.loads(encode_item(push)))
+        for push in found.pushes
+        if push.kind == "A003"
     ]
 
 
@@ -543,8 +574,12 @@ async def test_retry_wait_survives_a_restart(
 
 
 async def make_submitting(store: BusyStore, clock: WallClock, attempts: dict[str, int]) -> None:
-    """Leave the rows (msgid → attempts) as a crash in the middle of their submits does."""
-    claimed = {record.msgid: record for record in await store.claim_due(clock.now_ms(), 1000)}
+    """Leave the rows (msgid → attempts) as a crash in the middle of their submits does: an
+    owner (never registered, so as good as dead) claimed them and made them SUBMITTING."""
+    claimed = {
+        record.msgid: record
+        for record in await store.claim_due(clock.now_ms(), 1000, owner="crashed")
+    }
     assert set(attempts) <= set(claimed)
     await store.apply(
         [
@@ -809,14 +844,14 @@ async def test_report_arriving_before_the_submit_is_recorded_is_matched_late(
     async def report_first(sms: OutboundSms, accepted: SubmitAccepted) -> None:
         # The operator's report overtakes its submit response (sim dlr_delay=0, SMPP).
         await carrier.report(accepted.carrier_msgid, True)
-        await until(lambda: pipeline_box[0].unmatched_reports == 1)
+        await until(lambda: pipeline_box[0].stats.reports_unmatched == 1)
 
     carrier.before_answer = report_first
     async with open_store(tmp_path / "db") as store, running(store, carrier) as pipeline:
         pipeline_box.append(pipeline)
         await insert(store, pipeline, message("m1"))
         found = await final(store, "m1")
-        assert pipeline.unmatched_reports == 0
+        assert rows(tmp_path / "db", "SELECT COUNT(*) FROM early_reports") == [(0,)]
         assert (pipeline.stats.reports_unmatched, pipeline.stats.reports_rematched) == (1, 1)
     assert (found.message.state, found.message.stat) == (State.DELIVERED, "DELIVRD")
     assert len(receipts(found)) == 1
@@ -869,17 +904,19 @@ class FlakyStore(BusyStore):
     record_failures = 0
     apply_failures = 0
 
-    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    async def record_part_reports(
+        self, reports: Sequence[PartReport], now_ms: int
+    ) -> list[PartMatch | None]:
         if self.record_failures:
             self.record_failures -= 1
             raise StoreError("disk I/O error")
-        return await super().record_part_reports(reports)
+        return await super().record_part_reports(reports, now_ms)
 
-    async def apply(self, updates: Sequence[MessageUpdate]) -> None:
+    async def apply(self, updates: Sequence[MessageUpdate]) -> list[Applied]:
         if self.apply_failures and any(u.event.kind == "delivery_report" for u in updates):
             self.apply_failures -= 1
             raise StoreError("disk I/O error")
-        await super().apply(updates)
+        return await super().apply(updates)
 
 
 async def test_store_errors_while_handling_reports_are_retried(
@@ -947,24 +984,21 @@ async def test_a_repeated_report_never_makes_a_message_final_twice(
     assert m2.message.error == "subscriber unreachable"
 
 
-async def test_unmatched_reports_are_bounded_in_number_and_age(
+async def test_reports_for_unknown_ids_are_stored_until_they_expire(
     tmp_path: Path, autojump_clock: trio.abc.Clock
 ) -> None:
+    """Kept in the store, not in memory (any process's submit may match them), and dropped
+    once older than the early-report time to live."""
     carrier = ScriptedCarrier()
-    async with (
-        open_store(tmp_path / "db") as store,
-        running(store, carrier, max_unmatched=3, unmatched_ttl_s=600) as pipeline,
-    ):
+    db = tmp_path / "db"
+    async with open_store(db) as store, running(store, carrier, unmatched_ttl_s=600) as pipeline:
         for number in range(5):
             await carrier.report(f"nobody-{number}")
-        await until(lambda: pipeline.stats.reports == 5)
         await until(lambda: pipeline.stats.reports_unmatched == 5)
-        assert pipeline.unmatched_reports == 3
-        await trio.sleep(601)
-        await carrier.report("nobody-late")
-        await until(lambda: pipeline.stats.reports_unmatched == 6)
-        assert pipeline.unmatched_reports == 1
-        assert pipeline.stats.reports_dropped == 5
+        assert rows(db, "SELECT COUNT(*) FROM early_reports") == [(5,)]
+        await trio.sleep(601 + 60)  # past the time to live, and a sweep
+        await until(lambda: pipeline.stats.reports_dropped == 5)
+        assert rows(db, "SELECT COUNT(*) FROM early_reports") == [(0,)]
 
 
 # --- exactly one receipt --------------------------------------------------------------------

@@ -21,6 +21,7 @@ import trio.testing
 from smsgw.client import ReceiptServer
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, Endpoint
+from smsgw.lifecycle import Receipt
 from smsgw.protocol.framing import LengthStyle, Request, RequestDecoder, encode_response
 from smsgw.protocol.messages import ReceiptItem, StatusReportItem
 from smsgw.pusher import MAX_PUSH_ITEMS, Pusher, push_backoff_s
@@ -28,9 +29,12 @@ from smsgw.store import (
     Event,
     MessageUpdate,
     NewMessage,
-    NewPush,
+    OwnerInfo,
+    OwnerRecord,
+    PushKind,
     PushRecord,
     PushState,
+    Reclaimed,
     SqliteStore,
     State,
 )
@@ -56,12 +60,62 @@ class MemoryOutbox:
         self._next_id = 1
 
     def add(self, appid: str, kind: str, body: str, due_ms: int) -> int:
+        """An item whose encoding is `body` (the facts are read back from it)."""
         push_id = self._next_id
         self._next_id += 1
+        item = json.loads(body)
+        receipt = Receipt(
+            final=kind == "A002",
+            success=item["status"] == "1",
+            stat=item["stat"],
+            attempt=item.get("attempt", 0),
+            sendtime_ms=item["sendtime"],
+            carrier_msgid=item.get("carrier_msgid"),
+            error=item.get("error"),
+        )
         self.pushes[push_id] = PushRecord(
-            push_id, appid, 1, kind, body, PushState.PENDING, 0, due_ms, None, due_ms
+            push_id,
+            appid,
+            1,
+            kind,
+            item["msgid"],
+            item["phone"],
+            receipt,
+            PushState.PENDING,
+            0,
+            due_ms,
+            None,
+            due_ms,
         )
         return push_id
+
+    # The owner roles (the pusher's own lease) and its claim: one process, always its own.
+
+    async def register_owner(self, owner: OwnerInfo, lease_until_ms: int) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def renew_owner(self, owner_id: str, lease_until_ms: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
+    async def release_owner(self, owner_id: str) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def owners(self) -> list[OwnerRecord]:
+        await trio.lowlevel.checkpoint()
+        return []
+
+    async def reclaim(self, claimant: str, now_ms: int, dead: Sequence[str] = ()) -> Reclaimed:
+        await trio.lowlevel.checkpoint()
+        return Reclaimed((), 0, ())
+
+    async def claim_pushes(self, appid: str, owner: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return True
+
+    async def apps_with_due_pushes(self, now_ms: int) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        return sorted({p.appid for p in self.pushes.values() if p.next_attempt_at_ms <= now_ms})
 
     def _pending(self, appid: str) -> list[PushRecord]:
         return sorted(
@@ -433,18 +487,20 @@ async def test_with_the_sqlite_store_over_loopback(tmp_path: Path) -> None:
                 ],
                 now,
             )
-            for appid in ("up", "down"):
-                (found,) = await store.history("m1", appid)
-                await store.apply(
+            for row in await store.claim_due(now, 10, owner="sender"):
+                (applied, _) = await store.apply(
                     [
+                        MessageUpdate(row.id, State.SUBMITTING, Event("submitting", now, 1)),
                         MessageUpdate(
-                            found.message.id,
+                            row.id,
                             State.DELIVERED,
                             Event("final", now, 1, "DELIVRD"),
-                            pushes=(NewPush("A002", receipt_body("m1")),),
-                        )
+                            receipt=Receipt(True, True, "X", 1, 1),
+                            pushes=(PushKind.RECEIPT,),
+                        ),
                     ]
                 )
+                assert applied.applied
             pusher = Pusher(cfg, store, clock)
             await nursery.start(pusher.run)
             while True:

@@ -52,13 +52,19 @@ async def test_a_large_backlog_goes_in_batches_within_one_sweep(
             NewMessage("app1", f"b{n}", "+86138", "x", 2, None, 1) for n in range(backlog - 1)
         ]
         await store.insert_messages(messages, clock.now_ms())
-        claimed = await store.claim_due(clock.now_ms() + 1, backlog)
-        await store.apply(
+        claimed = await store.claim_due(clock.now_ms() + 1, backlog, owner="o1")
+        now = clock.now_ms()
+        applied = await store.apply(
             [
-                MessageUpdate(r.id, State.FAILED, Event(EventKind.FINAL, clock.now_ms(), 0))
+                update
                 for r in claimed
+                for update in (
+                    MessageUpdate(r.id, State.SUBMITTING, Event(EventKind.SUBMITTING, now, 1)),
+                    MessageUpdate(r.id, State.FAILED, Event(EventKind.FINAL, now, 1)),
+                )
             ]
         )
+        assert all(result.applied for result in applied)
         await trio.sleep(2 * HOUR_S)
         retention = Retention(store, clock, HOUR_S)
         assert await retention.sweep() == (backlog, 0)

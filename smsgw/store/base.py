@@ -1,7 +1,9 @@
-"""The store interface: records, states and the `Store` protocol (DESIGN.md §2).
+"""The store contract: records and the role protocols (DESIGN.md §2).
 
-The store is the source of truth; the pipeline's channels are only a fast path. Every
-backend (SQLite now, PostgreSQL later) implements `Store` with the same guarantees:
+The store is the source of truth and the enforcer of the message lifecycle
+(`smsgw.lifecycle`); the pipeline's channels are only a fast path. Every backend (SQLite
+now, PostgreSQL next) implements every role with the same guarantees; the backend
+contract suite (tests/store/contract/) holds them to it:
 
 * A write method returns only once its change is durable (committed and synced). Writes
   from many concurrent callers may share one commit (group commit).
@@ -11,20 +13,26 @@ backend (SQLite now, PostgreSQL later) implements `Store` with the same guarante
 * A caller awaiting a write may be cancelled. A write that had already been handed to the
   backend is still committed (accepts are idempotent, so re-submitting is safe); one that
   had not is dropped.
+* Several processes may share one store: every decision is applied by compare-and-set
+  (`QueueStore.apply`), so two processes never both make a message final.
 
-Message states (`State`) follow DESIGN.md §2:
+Owners and leases. Each process start is an *owner* (`OwnerInfo`, `OwnerStore`) holding a
+lease it renews while it lives (SMSGW_LEASE). A dispatcher claims due rows for its owner
+(`claim_due`: waiting → QUEUED, the row's owner set); a sender moves them to SUBMITTING and
+then to the outcome, each update compare-and-set on the state and the owner. When an
+owner's lease lapses (or its process is known dead), any live process reclaims its rows
+(`OwnerStore.reclaim`): QUEUED rows go back to waiting, SUBMITTING rows pass to the
+reclaimer, which decides them as in doubt (`smsgw.lifecycle.decide_in_doubt`). An app's
+outbox is pushed by one owner at a time (`OutboxStore.claim_pushes`), claims that lapse
+with the owner.
 
-    accepted → (scheduled) → queued → submitting → submitted → delivered | failed
-
-There is no separate "retry wait" state: a message waiting before its next attempt is
-ACCEPTED with `next_attempt_at_ms` in the future. ACCEPTED and SCHEDULED are the *waiting*
-states: the dispatcher claims rows in those states whose `next_attempt_at_ms` has come
-(`Store.claim_due`), which moves them to QUEUED. QUEUED rows are in the gateway's memory
-only, so after a crash they go back to ACCEPTED (`Store.recover`); SUBMITTING rows may or may
-not have reached the operator, so `recover` hands them to the pipeline to decide. It also
-hands over the SUBMITTED rows whose parts have all reported: a delivery report is recorded
-(`record_part_reports`) and the message made final (`apply`) in two transactions, and a crash
-between the two leaves a row waiting for a report that already came.
+Delivery reports. `ReportStore.record_part_reports` marks the reported part in one write;
+a report whose id matches no part yet is *stored* (an early report: it may have come on
+another process's link before the submit was recorded) and matched in the very
+transaction that records the parts (`apply` with `part_ids`: `Applied.early_reports`).
+The report's decision is a second write (`apply`, expected SUBMITTED); a process lost
+between the two leaves a SUBMITTED row whose parts have all reported, which
+`ReportStore.fully_reported` finds for any process to finish.
 
 All times are integers: milliseconds since the epoch.
 """
@@ -32,7 +40,6 @@ All times are integers: milliseconds since the epoch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Protocol
 
 import attrs
@@ -40,43 +47,16 @@ import trio
 
 from smsgw.carriers.base import MobileOriginated
 
-
-class State(StrEnum):
-    ACCEPTED = "accepted"  # waiting: due now, or retry-after when next_attempt_at is ahead
-    SCHEDULED = "scheduled"  # waiting: the merchant asked for a later send time
-    QUEUED = "queued"  # claimed by the dispatcher, in the gateway's memory
-    SUBMITTING = "submitting"  # handed to the carrier, no answer yet
-    SUBMITTED = "submitted"  # accepted by the operator, waiting for its delivery report
-    DELIVERED = "delivered"  # final
-    FAILED = "failed"  # final
-
-
-WAITING_STATES: frozenset[State] = frozenset({State.ACCEPTED, State.SCHEDULED})
-FINAL_STATES: frozenset[State] = frozenset({State.DELIVERED, State.FAILED})
-
-
-class EventKind(StrEnum):
-    """The event kinds smsgw writes (`Event.kind` is a plain str, so others may be added)."""
-
-    ACCEPTED = "accepted"  # stored from an A001 (the message's accepted time: always first)
-    SUBMITTED = "submitted"  # the operator accepted an attempt
-    ATTEMPT_FAILED = "attempt_failed"  # an attempt failed (temporary, permanent, throttled)
-    DELIVERY_REPORT = "delivery_report"  # the operator's report arrived
-    FINAL = "final"  # the gateway decided the final outcome (e.g. retries exhausted)
-    RECOVERED = "recovered"  # decided after a crash (an in-doubt SUBMITTING row)
-    SUBMITTING = "submitting"  # an attempt is about to be handed to the carrier
-    REQUEUED = "requeued"  # claimed but not sent: put back to waiting at a pipeline stop
-
-
-class PushState(StrEnum):
-    PENDING = "pending"
-    DONE = "done"
-    ABANDONED = "abandoned"
-
-
-class PushKind(StrEnum):
-    RECEIPT = "A002"
-    STATUS_REPORT = "A003"
+# The lifecycle's names, re-exported: they were defined here before smsgw.lifecycle.
+from smsgw.lifecycle import FINAL_STATES as FINAL_STATES
+from smsgw.lifecycle import OWNED_STATES as OWNED_STATES
+from smsgw.lifecycle import WAITING_STATES as WAITING_STATES
+from smsgw.lifecycle import Event as Event
+from smsgw.lifecycle import EventKind as EventKind
+from smsgw.lifecycle import PushKind as PushKind
+from smsgw.lifecycle import PushState as PushState
+from smsgw.lifecycle import Receipt, Transition
+from smsgw.lifecycle import State as State
 
 
 class StoreError(Exception):
@@ -132,35 +112,21 @@ class MessageRecord:
     carrier_msgid: str | None
     stat: str | None
     error: str | None
-
-
-@attrs.frozen
-class Event:
-    """One step of a message's history (also the source of A003 items)."""
-
-    kind: str  # an EventKind value, usually
-    at_ms: int
-    attempt: int  # 0 before the first attempt (the "accepted" event)
-    stat: str | None = None
-    error: str | None = None
-    carrier_msgid: str | None = None
-
-
-@attrs.frozen
-class NewPush:
-    """An outbox item to push to the merchant."""
-
-    kind: str  # "A002" | "A003" (PushKind)
-    body: str  # the JSON of ONE push item (the pusher batches items, up to 100 a frame)
+    owner: str | None = None  # the owner that claimed it (QUEUED, SUBMITTING), else None
 
 
 @attrs.frozen
 class PushRecord:
+    """An outbox item: the receipt facts of one step (A003) or outcome (A002) of a message;
+    the pusher encodes the merchant's JSON from them."""
+
     id: int
     appid: str
     message_id: int
-    kind: str
-    body: str
+    kind: str  # PushKind: "A002" | "A003"
+    msgid: str
+    phone: str
+    receipt: Receipt
     state: PushState
     attempts: int
     next_attempt_at_ms: int
@@ -188,37 +154,21 @@ class PartRecord:
     reported_at_ms: int | None
 
 
+# The store applies lifecycle transitions (see `smsgw.lifecycle.Transition`).
+MessageUpdate = Transition
+
+
 @attrs.frozen
-class MessageUpdate:
-    """One state transition decided by the pipeline, applied atomically with its event.
+class Applied:
+    """What `apply` did with one update."""
 
-    `next_attempt_at_ms` is used when `state` is a waiting state (ACCEPTED for a retry-after,
-    SCHEDULED): the time the message becomes due, or `event.at_ms` (due now) when None.
-    For every other state the row's next_attempt_at is cleared.
-    A final state (DELIVERED, FAILED) sets the row's final time to `event.at_ms`.
-
-    When the update carries operator ids (`part_ids`, or only `carrier_msgid` for a one-part
-    message), they replace the message's part list: delivery reports are matched against
-    the latest attempt's parts. Ids are stored as given: normalize them first
-    (`Carrier.normalize_id`) and look them up normalized the same way.
-    """
-
-    message_id: int
-    state: State
-    event: Event
-    attempts: int | None = None  # None = unchanged
-    next_attempt_at_ms: int | None = None  # for ACCEPTED/SCHEDULED: see above
-    carrier_msgid: str | None = None  # None = unchanged
-    part_ids: tuple[str, ...] = ()  # operator ids of each segment (multi-part SMS)
-    submitted_at_ms: int | None = None  # None = unchanged
-    stat: str | None = None  # None = unchanged
-    error: str | None = None  # None = unchanged (unless clear_error)
-    clear_error: bool = False  # True: the row's error is cleared (error must then be None)
-    pushes: tuple[NewPush, ...] = ()  # outbox items written in the SAME transaction
-
-    def __attrs_post_init__(self) -> None:
-        if self.clear_error and self.error is not None:
-            raise ValueError("a MessageUpdate cannot both set and clear the error")
+    applied: bool  # False: stale (the row was not in `expected`, not claimed by `owner`, or
+    #                the transition is not allowed from its state): nothing of it written
+    state: State  # the row's state after the call
+    appid: str  # the message's app (whose pusher to wake when outbox items were written)
+    # Early reports (stored before the parts were known) matched by this update's part ids,
+    # each as its part stands once all of them are recorded; the caller decides them.
+    early_reports: tuple[PartMatch, ...] = ()
 
 
 @attrs.frozen
@@ -255,16 +205,28 @@ class PartMatch:
 
 
 @attrs.frozen
-class RecoveryReport:
-    """What `Store.recover` found at start-up."""
+class OwnerInfo:
+    """One process start: the owner of the rows it claims."""
 
-    requeued: int  # QUEUED rows put back to ACCEPTED (they never left the gateway)
-    in_doubt: tuple[MessageRecord, ...]  # SUBMITTING rows: the pipeline decides (DESIGN §2)
-    pending_pushes: int  # outbox items still to push (they simply stay pending)
-    # SUBMITTED rows whose parts have all reported (the final update was lost in a crash):
-    # the pipeline makes them final. Each matches its last reported part (latest report
-    # time, then highest part number).
-    reported: tuple[PartMatch, ...]
+    id: str  # unique per process start (`smsgw.lease.new_owner`)
+    host: str  # where it runs (a dead local pid needs no lease to lapse)
+    pid: int
+    started_at_ms: int
+
+
+@attrs.frozen
+class OwnerRecord:
+    info: OwnerInfo
+    lease_until_ms: int
+
+
+@attrs.frozen
+class Reclaimed:
+    """What `OwnerStore.reclaim` took over from lost owners."""
+
+    owners: tuple[str, ...]  # the owners removed (lease lapsed, or named dead)
+    requeued: int  # their QUEUED rows put back to waiting (they never left the gateway)
+    in_doubt: tuple[MessageRecord, ...]  # their SUBMITTING rows, now owned by the claimant
 
 
 @attrs.frozen
@@ -277,9 +239,7 @@ class MessageHistory:
     pushes: tuple[PushRecord, ...]
 
 
-class Store(Protocol):
-    """The durable store. Every write is durable when it returns (see the module doc)."""
-
+class StoreService(Protocol):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open, migrate, start the writer; `task_status.started()` once usable.
 
@@ -288,7 +248,10 @@ class Store(Protocol):
         """
         ...
 
-    # accept path
+
+class AcceptStore(Protocol):
+    """The merchant edge (server.py)."""
+
     async def insert_messages(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         """Store the messages durably; one bool each: True = newly stored, False = the
         (appid, msgid, phone) already existed (also earlier in the same call). New rows are
@@ -296,21 +259,72 @@ class Store(Protocol):
         an "accepted" event."""
         ...
 
-    # pipeline
-    async def recover(self, now_ms: int) -> RecoveryReport:
-        """At start-up, before the dispatcher runs: QUEUED → ACCEPTED (due when they were
-        due); SUBMITTING rows, and SUBMITTED rows whose parts have all reported, are
-        returned for the pipeline to decide (it applies MessageUpdates for them). Pending
-        pushes stay pending. `now_ms` is the recovery time, for backends that record it."""
+
+class OwnerStore(Protocol):
+    """Owners, leases and reclaiming what lost owners left (see the module doc)."""
+
+    async def register_owner(self, owner: OwnerInfo, lease_until_ms: int) -> None:
+        """Add (or renew) the owner with its lease."""
         ...
 
-    async def claim_due(self, now_ms: int, limit: int) -> list[MessageRecord]:
+    async def renew_owner(self, owner_id: str, lease_until_ms: int) -> bool:
+        """Extend the lease; False when the owner is gone (reclaimed: its claims are lost,
+        register again)."""
+        ...
+
+    async def release_owner(self, owner_id: str) -> None:
+        """A clean stop: the owner leaves; whatever it still holds is reclaimable at once."""
+        ...
+
+    async def owners(self) -> list[OwnerRecord]: ...
+
+    async def reclaim(self, claimant: str, now_ms: int, dead: Sequence[str] = ()) -> Reclaimed:
+        """In one transaction: remove the owners other than `claimant` whose lease ended
+        before `now_ms` or that are named in `dead`, with their push claims; rows claimed by
+        an owner that no longer exists (or by none) are taken over: QUEUED → ACCEPTED (due
+        when they were due), SUBMITTING → owned by `claimant` and returned (in doubt: the
+        claimant decides them with `decide_in_doubt`, compare-and-set on its ownership)."""
+        ...
+
+
+class QueueStore(Protocol):
+    """The dispatcher and the senders."""
+
+    async def claim_due(self, now_ms: int, limit: int, *, owner: str) -> list[MessageRecord]:
         """Waiting rows with next_attempt_at <= now_ms, oldest due first, at most `limit`,
-        moved to QUEUED and returned (in their QUEUED state)."""
+        moved to QUEUED for `owner` and returned (in their QUEUED state)."""
         ...
 
     async def next_due_at(self) -> int | None:
         """The earliest next_attempt_at of the waiting rows (None: nothing waits)."""
+        ...
+
+    async def apply(self, updates: Sequence[MessageUpdate]) -> list[Applied]:
+        """Apply the updates in order, in one transaction, each compare-and-set: an update
+        is written (state, event, parts, outbox items) only if the row is in
+        `update.expected` (when given), claimed by `update.owner` (when given), and the
+        transition allowed (`smsgw.lifecycle.allowed`); else it is stale and changes
+        nothing. Raises UnknownMessage (nothing written) for an id that does not exist.
+        Entering a state other than QUEUED/SUBMITTING clears the row's owner. Recording
+        part ids matches the early reports stored for them (see `Applied`)."""
+        ...
+
+
+class ReportStore(Protocol):
+    """The delivery-report consumer and the sweeps (any process may run them)."""
+
+    async def record_part_reports(
+        self, reports: Sequence[PartReport], now_ms: int
+    ) -> list[PartMatch | None]:
+        """Durably mark each report's part reported, in order, all in one write (or none,
+        raising StoreError); per report its match. A report whose id matches no part is
+        stored as an early report (received at `now_ms`) and gets None: it is matched when
+        the parts are recorded. A second report for a part (in the same call or later) is
+        a duplicate and changes nothing."""
+        ...
+
+    async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
+        """The message owning an operator id (any of its parts), or None."""
         ...
 
     async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
@@ -318,21 +332,28 @@ class Store(Protocol):
         `submitted_before_ms`, oldest first, at most `limit`."""
         ...
 
-    async def apply(self, updates: Sequence[MessageUpdate]) -> None:
-        """Apply all the updates (with their events, parts and pushes) durably, all or none."""
+    async def fully_reported(self, reported_before_ms: int, limit: int) -> list[PartMatch]:
+        """SUBMITTED rows whose parts have all reported, the last before
+        `reported_before_ms` (the decision of their last report was lost with its process),
+        each matching its last reported part; at most `limit`."""
         ...
 
-    async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
-        """The message owning an operator id (any of its parts), or None."""
+    async def expire_early_reports(self, received_before_ms: int, limit: int) -> int:
+        """Delete up to `limit` early reports stored before the time (their submit never
+        came). Returns how many."""
         ...
 
-    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
-        """Durably mark each report's part reported, in order, all in one write (or none,
-        raising StoreError); per report its match, None if the id is unknown. A second
-        report for a part (in the same call or later) is a duplicate and changes nothing."""
+    async def apply(self, updates: Sequence[MessageUpdate]) -> list[Applied]: ...
+
+
+class OutboxStore(Protocol):
+    """The pusher: one owner pushes an app's items at a time, in order."""
+
+    async def claim_pushes(self, appid: str, owner: str) -> bool:
+        """Take (or keep) the app's outbox for the owner: True when it is the owner's, False
+        when a live other owner holds it."""
         ...
 
-    # pushes (outbox)
     async def due_pushes(self, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
         """Pending pushes of the app due at now_ms, oldest first, at most `limit`."""
         ...
@@ -350,11 +371,14 @@ class Store(Protocol):
         max_attempts: int,
         retry_at_ms: int,
     ) -> None:
-        """attempts += 1 for each pending push; ok → done; else pending again at retry_at_ms,
-        or abandoned once attempts reach max_attempts. Durable."""
+        """attempts += 1 for each pending push; then as `decide_push_result` says: done,
+        pending again at retry_at_ms, or abandoned. Durable."""
         ...
 
-    # queries
+
+class QueryStore(Protocol):
+    """`smsgw status`, /metrics."""
+
     async def history(self, msgid: str, appid: str | None = None) -> list[MessageHistory]:
         """Every (appid, msgid, phone) row of the msgid with its events, parts and pushes."""
         ...
@@ -367,7 +391,8 @@ class Store(Protocol):
         """Outbox items per push state (every PushState is present)."""
         ...
 
-    # retention
+
+class RetentionStore(Protocol):
     async def delete_finished(self, final_before_ms: int, limit: int) -> int:
         """Delete up to `limit` messages final before the time, oldest first, with their
         events, parts and pushes; never one with a push still pending. Returns how many."""
@@ -377,7 +402,10 @@ class Store(Protocol):
         """Delete up to `limit` MOs received before the time, oldest first. Returns how many."""
         ...
 
-    # mobile-originated messages
+
+class InboundStore(Protocol):
+    """Mobile-originated messages."""
+
     async def insert_inbound(self, messages: Sequence[MobileOriginated]) -> None:
         """Store MOs as received (a repeat is stored again: an MO has no id to tell). Durable."""
         ...
@@ -388,3 +416,20 @@ class Store(Protocol):
         """The latest MOs, newest first, at most `limit`; only those older than `before_id`
         when given (to page back)."""
         ...
+
+
+class PipelineStore(OwnerStore, QueueStore, ReportStore, Protocol):
+    """Everything the pipeline uses."""
+
+
+class Store(
+    StoreService,
+    AcceptStore,
+    PipelineStore,
+    OutboxStore,
+    QueryStore,
+    RetentionStore,
+    InboundStore,
+    Protocol,
+):
+    """A whole backend: every role."""

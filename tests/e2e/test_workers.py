@@ -155,11 +155,6 @@ async def test_kill_9_one_worker_mid_load(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="waits for the store's owners and leases (issue 7, branch core): until then a "
-    "dead worker's claimed rows wait for the gateway's next start",
-)
 async def test_kill_9_one_worker_the_others_finish_its_messages(tmp_path: Path) -> None:
     """The same load and kill as above, but no restart: the survivor (or the replacement)
     reclaims the dead worker's rows once its lease lapses, and everything becomes final."""

@@ -43,6 +43,8 @@ const USAGE = `usage: node smsc.js [options]
   --enquire-link SEC   send enquire_link to bound sessions every SEC seconds (0: never)
   --dlr-retry SEC      retry delay after a temporary deliver_sm_resp error (1)
   --deliver-window N   deliver_sm outstanding per session at most (10)
+  --dlr-any            a receipt goes to any live bind of its system_id (round robin), not
+                       first to the bind its submit came on: as SMSCs serving several ESMEs do
   --quiet              no per-PDU events (submit_sm, deliver_sm, ...): for benchmarks
   --no-stdin           ignore stdin (run until SIGTERM/SIGINT)`;
 
@@ -79,6 +81,7 @@ function parseOptions(argv) {
     enquireLink: 0,
     dlrRetry: 1,
     deliverWindow: 10,
+    dlrAny: false,
     quiet: false,
     stdin: true,
   };
@@ -109,6 +112,7 @@ function parseOptions(argv) {
       case '--enquire-link': options.enquireLink = parseNumber('enquire-link', takeValue(), { min: 0 }); break;
       case '--dlr-retry': options.dlrRetry = parseNumber('dlr-retry', takeValue(), { min: 0 }); break;
       case '--deliver-window': options.deliverWindow = parseNumber('deliver-window', takeValue(), { min: 1, integer: true }); break;
+      case '--dlr-any': options.dlrAny = true; break;
       case '--quiet': options.quiet = true; break;
       case '--no-stdin': options.stdin = false; break;
       case '-h': case '--help': process.stdout.write(`${USAGE}\n`); process.exit(0); break;
@@ -635,7 +639,7 @@ function queueDelivery(delivery) {
 let roundRobin = 0;
 
 function pickReceiver(delivery) {
-  const preferred = delivery.preferred;
+  const preferred = options.dlrAny ? null : delivery.preferred;
   if (preferred && preferred.canTakeDelivery() && connections.has(preferred)) return preferred;
   const candidates = [...connections].filter((c) => c.canTakeDelivery() && c.systemId === delivery.systemId);
   if (candidates.length === 0) return null;

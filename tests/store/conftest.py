@@ -11,9 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from smsgw.store import NewMessage, PartMatch, PartReport, SqliteStore, Store
+from smsgw.store import NewMessage, PartMatch, PartReport, ReportStore, SqliteStore
 
 NOW = 1_700_000_000_000  # a fixed "now" in ms: the store takes time from its callers
+OWNER = "owner-1"  # the owner the tests claim rows for
 
 
 def new_message(
@@ -38,10 +39,12 @@ def new_message(
 
 
 async def record_part_report(
-    store: Store, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
+    store: ReportStore, carrier_msgid: str, delivered: bool, stat: str, at_ms: int
 ) -> PartMatch | None:
-    """One report on its own (`Store.record_part_reports` of one)."""
-    (match,) = await store.record_part_reports([PartReport(carrier_msgid, delivered, stat, at_ms)])
+    """One report on its own (`ReportStore.record_part_reports` of one)."""
+    (match,) = await store.record_part_reports(
+        [PartReport(carrier_msgid, delivered, stat, at_ms)], at_ms
+    )
     return match
 
 

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
+import trio
 
+from smsgw.lifecycle import Receipt
+from smsgw.pusher import encode_item
 from smsgw.store import (
     Event,
     EventKind,
     MessageUpdate,
-    NewPush,
+    PushKind,
     PushRecord,
     PushState,
     SqliteStore,
     State,
 )
-from tests.store.conftest import NOW, new_message
+from smsgw.store.sqlite import MIGRATIONS
+from tests.store.conftest import NOW, OWNER, new_message
 
 RETRY = 60_000
 
@@ -26,19 +32,19 @@ async def final_with_pushes(
 ) -> list[PushRecord]:
     """Store a message, claim it, fail it finally with one push per kind; return the pushes."""
     assert await store.insert_messages([new_message(msgid, appid=appid)], NOW) == [True]
-    (row,) = [m for m in await store.claim_due(NOW, 100) if m.msgid == msgid]
-    pushes = tuple(
-        NewPush(kind, json.dumps({"msgid": msgid, "kind": kind})) for kind in kinds.split(",")
-    )
+    (row,) = [m for m in await store.claim_due(NOW, 100, owner=OWNER) if m.msgid == msgid]
+    receipt = Receipt(True, False, "NO_RETRY", 1, at_ms - 1, error=msgid)
     await store.apply(
         [
+            MessageUpdate(row.id, State.SUBMITTING, Event(EventKind.SUBMITTING, at_ms - 1, 1)),
             MessageUpdate(
                 row.id,
                 State.FAILED,
                 Event(EventKind.FINAL, at_ms, 1, "NO_RETRY"),
                 stat="NO_RETRY",
-                pushes=pushes,
-            )
+                receipt=receipt,
+                pushes=tuple(PushKind(kind) for kind in kinds.split(",")),
+            ),
         ]
     )
     (history,) = await store.history(msgid, appid)
@@ -54,7 +60,8 @@ async def test_pushes_become_due_in_order(store: SqliteStore) -> None:
     assert await store.next_push_due_at("other") is None
     due = await store.due_pushes("app1", NOW, 10)
     assert due == pushes
-    assert json.loads(due[0].body) == {"msgid": "m1", "kind": "A003"}
+    assert (due[0].msgid, due[0].phone) == ("m1", "+8613800000000")
+    assert due[0].receipt == Receipt(True, False, "NO_RETRY", 1, NOW - 1, error="m1")
     assert await store.due_pushes("app1", NOW, 1) == pushes[:1]
     assert await store.due_pushes("app1", NOW - 1, 10) == []
     with pytest.raises(ValueError):
@@ -133,8 +140,41 @@ async def test_due_pushes_oldest_first_across_messages(store: SqliteStore) -> No
     assert [p.id for p in due] == [early[0].id, late[0].id]
 
 
-async def test_recover_keeps_pushes_pending(store: SqliteStore) -> None:
+async def test_reclaim_keeps_pushes_pending(store: SqliteStore) -> None:
     await final_with_pushes(store, "m1", kinds="A002,A003")
-    report = await store.recover(NOW)
-    assert report.pending_pushes == 2
+    await store.reclaim("someone", NOW)
     assert len(await store.due_pushes("app1", NOW, 10)) == 2
+
+
+async def test_pushes_of_a_version_5_database_keep_their_json_as_facts(
+    db_path: Path, nursery: trio.Nursery
+) -> None:
+    """Migration 6: the outbox's JSON bodies become receipt facts the pusher encodes the same."""
+    conn = sqlite3.connect(str(db_path))
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER)")
+    for version, statements in enumerate(MIGRATIONS[:5], 1):
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
+    conn.execute(
+        "INSERT INTO messages (id, appid, msgid, phone, message, msgtype, segments, state,"
+        " attempts, accepted_at) VALUES (1, 'app1', 'm1', '86138', 'x', 1, 1, 'delivered', 2, 0)"
+    )
+    a002 = {"msgid": "m1", "phone": "86138", "status": "1", "sendtime": 5, "stat": "DELIVRD"}
+    a003 = {**a002, "status": "2", "attempt": 1, "carrier_msgid": "c1", "error": "boom"}
+    for kind, body in (("A002", a002), ("A003", a003)):
+        conn.execute(
+            "INSERT INTO pushes (appid, message_id, kind, body, state, attempts,"
+            " next_attempt_at, created_at, updated_at) VALUES ('app1', 1, ?, ?, 'pending', 0,"
+            " 0, 0, 0)",
+            (kind, json.dumps(body)),
+        )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(db_path))
+    await nursery.start(store.run)
+    receipt, report = await store.due_pushes("app1", 10, 10)
+    assert json.loads(encode_item(receipt)) == a002
+    assert json.loads(encode_item(report)) == a003
+    assert report.receipt == Receipt(False, False, "DELIVRD", 1, 5, "c1", "boom")
+    assert receipt.receipt.attempt == 2  # A002 bodies had none: the message's attempts

@@ -1,4 +1,4 @@
-"""The pipeline side of the SQLite store: claim_due, recover, apply, delivery-report parts."""
+"""The pipeline side of the SQLite store: claim_due, reclaim, apply, delivery-report parts."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import attrs
 import pytest
 import trio
 
+from smsgw.lifecycle import Receipt
 from smsgw.store import (
+    Applied,
     Event,
     EventKind,
     MessageRecord,
     MessageUpdate,
-    NewPush,
     PartRecord,
     PartReport,
+    PushKind,
     PushState,
     SqliteStore,
     State,
@@ -31,6 +33,7 @@ from smsgw.store.sqlite import (
 )
 from tests.store.conftest import (
     NOW,
+    OWNER,
     make_version_1_database,
     new_message,
     pause_writer,
@@ -43,7 +46,7 @@ from tests.store.conftest import (
 
 async def claim_one(store: SqliteStore, msgid: str = "m1", segments: int = 1) -> MessageRecord:
     assert await store.insert_messages([new_message(msgid, segments=segments)], NOW) == [True]
-    (claimed,) = await store.claim_due(NOW, 1)
+    (claimed,) = await store.claim_due(NOW, 1, owner=OWNER)
     assert claimed.msgid == msgid
     return claimed
 
@@ -58,7 +61,7 @@ def submitting(message_id: int, attempt: int = 1) -> MessageUpdate:
 
 
 def submitted(
-    message_id: int, *part_ids: str, carrier_msgid: str = "c1", pushes: tuple[NewPush, ...] = ()
+    message_id: int, *part_ids: str, carrier_msgid: str = "c1", receipt: Receipt | None = None
 ) -> MessageUpdate:
     return MessageUpdate(
         message_id=message_id,
@@ -67,7 +70,8 @@ def submitted(
         carrier_msgid=carrier_msgid,
         part_ids=part_ids,
         submitted_at_ms=NOW + 2,
-        pushes=pushes,
+        receipt=receipt,
+        pushes=(PushKind.STATUS_REPORT,) if receipt is not None else (),
     )
 
 
@@ -82,16 +86,16 @@ async def test_claim_due_order_limit_and_schedule(store: SqliteStore) -> None:
     )
     await store.insert_messages([new_message("c")], NOW + 10)  # accepted later: due NOW+10
 
-    first = await store.claim_due(NOW + 5, 10)
+    first = await store.claim_due(NOW + 5, 10, owner=OWNER)
     assert [m.msgid for m in first] == ["a"]
     assert first[0].state is State.QUEUED
 
-    second = await store.claim_due(NOW + 2_000, 2)  # the limit holds back b
+    second = await store.claim_due(NOW + 2_000, 2, owner=OWNER)  # the limit holds back b
     assert [m.msgid for m in second] == ["c", "d"]
     assert [m.next_attempt_at_ms for m in second] == [NOW + 10, NOW + 500]
 
-    assert [m.msgid for m in await store.claim_due(NOW + 2_000, 10)] == ["b"]
-    assert await store.claim_due(NOW + 10_000, 10) == []
+    assert [m.msgid for m in await store.claim_due(NOW + 2_000, 10, owner=OWNER)] == ["b"]
+    assert await store.claim_due(NOW + 10_000, 10, owner=OWNER) == []
     counts = await store.counts()
     assert counts["queued"] == 4
     assert counts["accepted"] == counts["scheduled"] == 0
@@ -99,22 +103,24 @@ async def test_claim_due_order_limit_and_schedule(store: SqliteStore) -> None:
 
 async def test_scheduled_rows_are_not_claimed_early(store: SqliteStore) -> None:
     await store.insert_messages([new_message("s", send_at_ms=NOW + 60_000)], NOW)
-    assert await store.claim_due(NOW + 59_999, 10) == []
-    (row,) = await store.claim_due(NOW + 60_000, 10)
+    assert await store.claim_due(NOW + 59_999, 10, owner=OWNER) == []
+    (row,) = await store.claim_due(NOW + 60_000, 10, owner=OWNER)
     assert row.msgid == "s"
 
 
 async def test_same_due_time_keeps_arrival_order(store: SqliteStore) -> None:
     await store.insert_messages([new_message(f"m{n}") for n in range(5)], NOW)
-    claimed = await store.claim_due(NOW, 3) + await store.claim_due(NOW, 3)
+    claimed = await store.claim_due(NOW, 3, owner=OWNER) + await store.claim_due(
+        NOW, 3, owner=OWNER
+    )
     assert [m.msgid for m in claimed] == [f"m{n}" for n in range(5)]
 
 
 async def test_claim_limit_edges(store: SqliteStore) -> None:
     await store.insert_messages([new_message("a")], NOW)
-    assert await store.claim_due(NOW, 0) == []
+    assert await store.claim_due(NOW, 0, owner=OWNER) == []
     with pytest.raises(ValueError, match="limit"):
-        await store.claim_due(NOW, -1)
+        await store.claim_due(NOW, -1, owner=OWNER)
     assert (await store.counts())["accepted"] == 1
 
 
@@ -124,33 +130,32 @@ async def test_next_due_at(store: SqliteStore) -> None:
     assert await store.next_due_at() == NOW + 1_000
     await store.insert_messages([new_message("now")], NOW + 20)
     assert await store.next_due_at() == NOW + 20
-    await store.claim_due(NOW + 20, 10)
+    await store.claim_due(NOW + 20, 10, owner=OWNER)
     assert await store.next_due_at() == NOW + 1_000
-    await store.claim_due(NOW + 1_000, 10)
+    await store.claim_due(NOW + 1_000, 10, owner=OWNER)
     assert await store.next_due_at() is None  # queued rows are not waiting
 
 
-async def test_recover(store: SqliteStore) -> None:
+async def test_reclaim_from_an_owner_that_never_registered(store: SqliteStore) -> None:
     await store.insert_messages([new_message(f"m{n}") for n in range(4)], NOW)
-    claimed = await store.claim_due(NOW, 3)  # m0 m1 m2 queued, m3 waiting
+    claimed = await store.claim_due(NOW, 3, owner=OWNER)  # m0 m1 m2 queued, m3 waiting
     await store.apply(
         [submitting(claimed[0].id), submitting(claimed[1].id), submitted(claimed[1].id)]
     )
 
-    report = await store.recover(NOW + 100)
+    report = await store.reclaim("heir", NOW + 100)
     assert report.requeued == 1  # m2
     assert [m.msgid for m in report.in_doubt] == ["m0"]
     assert report.in_doubt[0].state is State.SUBMITTING
-    assert report.in_doubt[0].attempts == 1
-    assert report.pending_pushes == 0
+    assert (report.in_doubt[0].attempts, report.in_doubt[0].owner) == (1, "heir")
     counts = await store.counts()
     assert (counts["accepted"], counts["queued"], counts["submitting"]) == (2, 0, 1)
     assert counts["submitted"] == 1
     # the requeued row is due again, in its original order
-    assert [m.msgid for m in await store.claim_due(NOW + 100, 10)] == ["m2", "m3"]
+    assert [m.msgid for m in await store.claim_due(NOW + 100, 10, owner=OWNER)] == ["m2", "m3"]
 
 
-async def test_recover_returns_submitted_messages_whose_parts_all_reported(
+async def test_fully_reported_returns_submitted_messages_whose_parts_all_reported(
     store: SqliteStore,
 ) -> None:
     # A crash between record_part_reports and the final apply leaves these SUBMITTED.
@@ -158,9 +163,13 @@ async def test_recover_returns_submitted_messages_whose_parts_all_reported(
     done = await claim_one(store, "done")
     await store.apply(
         [
+            submitting(claimed["ko"].id),
             submitted(claimed["ko"].id, "k1", "k2", carrier_msgid="k1"),
+            submitting(claimed["half"].id),
             submitted(claimed["half"].id, "h1", "h2", carrier_msgid="h1"),
+            submitting(claimed["ok"].id),
             submitted(claimed["ok"].id, "o1", "o2", carrier_msgid="o1"),
+            submitting(done.id),
             submitted(done.id, carrier_msgid="d1"),
         ]
     )
@@ -173,10 +182,12 @@ async def test_recover_returns_submitted_messages_whose_parts_all_reported(
     final = Event(EventKind.DELIVERY_REPORT, NOW + 40, 1, "DELIVRD")
     await store.apply([MessageUpdate(done.id, State.DELIVERED, final, stat="DELIVRD")])
 
-    report = await store.recover(NOW + 100)
-    assert report.in_doubt == ()
-    assert [m.message.msgid for m in report.reported] == ["ko", "ok"]
-    ko, ok = report.reported
+    assert await store.fully_reported(NOW + 20, 10) == []  # none reported before NOW + 20
+    assert [m.message.msgid for m in await store.fully_reported(NOW + 21, 10)] == ["ko"]
+    assert [m.message.msgid for m in await store.fully_reported(NOW + 31, 1)] == ["ko"]
+    reported = await store.fully_reported(NOW + 100, 10)
+    assert [m.message.msgid for m in reported] == ["ko", "ok"]
+    ko, ok = reported
     assert ko.message.state is State.SUBMITTED
     assert (ko.parts, ko.reported, ko.delivered, ko.failed_stat) == (2, 2, 1, "UNDELIV")
     assert ko.all_reported and not ko.all_delivered and not ko.duplicate
@@ -184,7 +195,7 @@ async def test_recover_returns_submitted_messages_whose_parts_all_reported(
     assert ko.part == PartRecord(1, "k1", True, True, "DELIVRD", NOW + 20)
     assert ok.all_delivered
     assert ok.part == PartRecord(2, "o2", True, True, "DELIVRD", NOW + 30)
-    assert (await store.counts())["submitted"] == 3  # recover itself changes none of them
+    assert (await store.counts())["submitted"] == 3  # a read: it changes none of them
 
     # Once made final, they are not returned again.
     await store.apply(
@@ -193,12 +204,12 @@ async def test_recover_returns_submitted_messages_whose_parts_all_reported(
             MessageUpdate(claimed["ok"].id, State.DELIVERED, final, stat="DELIVRD"),
         ]
     )
-    assert (await store.recover(NOW + 200)).reported == ()
+    assert await store.fully_reported(NOW + 200, 10) == []
 
 
 async def test_part_match_carries_the_part_as_stored(store: SqliteStore) -> None:
     row = await claim_one(store, segments=2)
-    await store.apply([submitted(row.id, "p1", "p2", carrier_msgid="p1")])
+    await store.apply([submitting(row.id), submitted(row.id, "p1", "p2", carrier_msgid="p1")])
     found = await store.find_by_part_id("p2")
     assert found is not None
     assert found.part == PartRecord(2, "p2", False, False, None, None)
@@ -214,6 +225,7 @@ async def test_clear_error(store: SqliteStore) -> None:
     row = await claim_one(store)
     failed = Event(EventKind.ATTEMPT_FAILED, NOW + 5, 1, "TMP_FAIL", "network down")
     await store.apply([MessageUpdate(row.id, State.ACCEPTED, failed, error="network down")])
+    assert [r.id for r in await store.claim_due(NOW + 5, 1, owner=OWNER)] == [row.id]
     await store.apply([submitting(row.id, attempt=2)])
     assert (await store.history("m1"))[0].message.error == "network down"  # None: unchanged
     await store.apply([attrs.evolve(submitted(row.id), clear_error=True)])
@@ -230,9 +242,11 @@ def test_an_update_cannot_both_set_and_clear_the_error() -> None:
 
 async def test_apply_submitted_with_parts_and_pushes(store: SqliteStore) -> None:
     row = await claim_one(store)
-    push = NewPush("A003", '{"msgid": "m1"}')
+    receipt = Receipt(False, True, "ACCEPTD", 1, NOW + 2, "p1")
     await store.apply([submitting(row.id)])
-    await store.apply([submitted(row.id, "p1", "p2", carrier_msgid="p1", pushes=(push,))])
+    update = submitted(row.id, "p1", "p2", carrier_msgid="p1", receipt=receipt)
+    (applied,) = await store.apply([update])
+    assert applied == Applied(True, State.SUBMITTED, "app1")
 
     (history,) = await store.history("m1")
     message = history.message
@@ -248,7 +262,8 @@ async def test_apply_submitted_with_parts_and_pushes(store: SqliteStore) -> None
         PartRecord(2, "p2", False, False, None, None),
     )
     (stored_push,) = history.pushes
-    assert (stored_push.appid, stored_push.kind, stored_push.body) == ("app1", "A003", push.body)
+    assert (stored_push.appid, stored_push.kind, stored_push.receipt) == ("app1", "A003", receipt)
+    assert (stored_push.msgid, stored_push.phone) == ("m1", "+8613800000000")
     assert stored_push.state is PushState.PENDING
     assert stored_push.attempts == 0
     assert stored_push.next_attempt_at_ms == NOW + 2
@@ -281,9 +296,9 @@ async def test_retry_after(store: SqliteStore) -> None:
             )
         ]
     )
-    assert await store.claim_due(NOW + 29_999, 10) == []
+    assert await store.claim_due(NOW + 29_999, 10, owner=OWNER) == []
     assert await store.next_due_at() == NOW + 30_000
-    (again,) = await store.claim_due(NOW + 30_000, 10)
+    (again,) = await store.claim_due(NOW + 30_000, 10, owner=OWNER)
     assert (again.id, again.attempts, again.stat, again.error) == (
         row.id,
         1,
@@ -329,7 +344,7 @@ async def test_final_state_and_unchanged_fields(store: SqliteStore) -> None:
 async def test_carrier_msgid_alone_makes_one_part(store: SqliteStore) -> None:
     row = await claim_one(store)
     assert await store.find_by_part_id("c1") is None
-    await store.apply([submitted(row.id, carrier_msgid="c1")])
+    await store.apply([submitting(row.id), submitted(row.id, carrier_msgid="c1")])
     match = await store.find_by_part_id("c1")
     assert match is not None
     assert (match.message.id, match.part_no, match.parts, match.reported) == (row.id, 1, 1, 0)
@@ -339,7 +354,7 @@ async def test_carrier_msgid_alone_makes_one_part(store: SqliteStore) -> None:
 
 async def test_part_reports(store: SqliteStore, db_path: Path) -> None:
     row = await claim_one(store, segments=3)
-    await store.apply([submitted(row.id, "p1", "p2", "p3", carrier_msgid="p1")])
+    await store.apply([submitting(row.id), submitted(row.id, "p1", "p2", "p3", carrier_msgid="p1")])
     assert await record_part_report(store, "zzz", True, "DELIVRD", NOW) is None
 
     first = await record_part_report(store, "p2", True, "DELIVRD", NOW + 10)
@@ -379,7 +394,7 @@ async def test_part_reports(store: SqliteStore, db_path: Path) -> None:
 
 async def test_part_reports_in_one_call_are_taken_in_order(store: SqliteStore) -> None:
     row = await claim_one(store, segments=2)
-    await store.apply([submitted(row.id, "q1", "q2", carrier_msgid="q1")])
+    await store.apply([submitting(row.id), submitted(row.id, "q1", "q2", carrier_msgid="q1")])
     commits = store.commit_count
     matches = await store.record_part_reports(
         [
@@ -387,7 +402,8 @@ async def test_part_reports_in_one_call_are_taken_in_order(store: SqliteStore) -
             PartReport("nobody", True, "DELIVRD", NOW + 2),
             PartReport("q2", False, "UNDELIV", NOW + 3),  # a repeat within the call
             PartReport("q1", True, "DELIVRD", NOW + 4),
-        ]
+        ],
+        NOW + 5,
     )
     assert store.commit_count == commits + 1
     first, unknown, repeat, last = matches
@@ -395,12 +411,12 @@ async def test_part_reports_in_one_call_are_taken_in_order(store: SqliteStore) -
     assert first is not None and (first.reported, first.duplicate) == (1, False)
     assert repeat is not None and repeat.duplicate and repeat.reported == 1
     assert last is not None and last.all_reported and last.all_delivered
-    assert await store.record_part_reports([]) == []
+    assert await store.record_part_reports([], NOW) == []
 
 
 async def test_all_parts_delivered(store: SqliteStore) -> None:
     row = await claim_one(store, segments=2)
-    await store.apply([submitted(row.id, "x1", "x2", carrier_msgid="x1")])
+    await store.apply([submitting(row.id), submitted(row.id, "x1", "x2", carrier_msgid="x1")])
     await record_part_report(store, "x1", True, "DELIVRD", NOW)
     match = await record_part_report(store, "x2", True, "DELIVRD", NOW)
     assert match is not None and match.all_reported and match.all_delivered
@@ -408,7 +424,7 @@ async def test_all_parts_delivered(store: SqliteStore) -> None:
 
 async def test_new_attempt_replaces_parts(store: SqliteStore) -> None:
     row = await claim_one(store)
-    await store.apply([submitted(row.id, "old1", "old2", carrier_msgid="old1")])
+    await store.apply([submitting(row.id), submitted(row.id, "old1", "old2", carrier_msgid="old1")])
     await store.apply([submitted(row.id, "new1", carrier_msgid="new1")])
     assert await store.find_by_part_id("old1") is None
     match = await store.find_by_part_id("new1")
@@ -417,10 +433,10 @@ async def test_new_attempt_replaces_parts(store: SqliteStore) -> None:
 
 async def test_recycled_operator_id_goes_to_the_waiting_part(store: SqliteStore) -> None:
     first = await claim_one(store, "first")
-    await store.apply([submitted(first.id, carrier_msgid="same")])
+    await store.apply([submitting(first.id), submitted(first.id, carrier_msgid="same")])
     await record_part_report(store, "same", True, "DELIVRD", NOW)
     second = await claim_one(store, "second")
-    await store.apply([submitted(second.id, carrier_msgid="same")])
+    await store.apply([submitting(second.id), submitted(second.id, carrier_msgid="same")])
     match = await record_part_report(store, "same", False, "EXPIRED", NOW + 1)
     assert match is not None
     assert match.message.msgid == "second" and not match.duplicate
@@ -434,7 +450,7 @@ async def test_cancelled_claim_puts_rows_back(store: SqliteStore, nursery: trio.
 
     async def cancelled_claim() -> None:
         with scope:
-            await store.claim_due(NOW, 10)
+            await store.claim_due(NOW, 10, owner=OWNER)
 
     async with trio.open_nursery() as callers:
         callers.start_soon(cancelled_claim)
@@ -447,7 +463,12 @@ async def test_cancelled_claim_puts_rows_back(store: SqliteStore, nursery: trio.
     counts = await store.counts()
     assert counts["queued"] == 0
     assert counts["accepted"] == 4
-    assert [m.msgid for m in await store.claim_due(NOW, 10)] == ["m0", "m1", "m2", "probe"]
+    assert [m.msgid for m in await store.claim_due(NOW, 10, owner=OWNER)] == [
+        "m0",
+        "m1",
+        "m2",
+        "probe",
+    ]
 
 
 async def test_claim_cancelled_while_queued_claims_nothing(
@@ -457,7 +478,7 @@ async def test_claim_cancelled_while_queued_claims_nothing(
     gate = await pause_writer(store, nursery)
     with trio.CancelScope() as scope:
         scope.cancel()
-        await store.claim_due(NOW, 10)
+        await store.claim_due(NOW, 10, owner=OWNER)
     gate.open()
     await store.insert_messages([new_message("probe")], NOW)
     assert (await store.counts())["queued"] == 0
@@ -506,9 +527,11 @@ async def test_claim_stays_fast_with_a_large_backlog(store: SqliteStore, db_path
         )
     conn.close()
     started = time.perf_counter()
-    claimed = await store.claim_due(NOW + backlog, 100)
+    claimed = await store.claim_due(NOW + backlog, 100, owner=OWNER)
     elapsed = time.perf_counter() - started
-    print(f"\nclaim_due(limit=100) with {backlog} waiting rows: {elapsed * 1000:.1f} ms")
+    print(
+        f"\nclaim_due(limit=100, owner=OWNER) with {backlog} waiting rows: {elapsed * 1000:.1f} ms"
+    )
     assert len(claimed) == 100
     # next_attempt_at runs over a permutation of NOW .. NOW + backlog - 1: the 100 earliest
     assert [m.next_attempt_at_ms for m in claimed] == [NOW + n for n in range(100)]

@@ -6,18 +6,18 @@ import sqlite3
 from pathlib import Path
 
 from smsgw.carriers.base import MobileOriginated
+from smsgw.lifecycle import Receipt
 from smsgw.store import (
     Event,
     EventKind,
     MessageUpdate,
-    NewPush,
     PushKind,
     SqliteStore,
     State,
     Store,
 )
 from smsgw.store.sqlite import DELETE_FINISHED_SELECT, migrate
-from tests.store.conftest import NOW, new_message, rows
+from tests.store.conftest import NOW, OWNER, new_message, rows
 
 DAY = 86_400_000
 
@@ -27,9 +27,10 @@ async def finished(
 ) -> int:
     """A message made final at `at_ms` (with a part, and an A002 in the outbox)."""
     assert await store.insert_messages([new_message(msgid)], NOW) == [True]
-    (claimed,) = await store.claim_due(2**62, 1)
+    (claimed,) = await store.claim_due(2**62, 1, owner=OWNER)
     await store.apply(
         [
+            MessageUpdate(claimed.id, State.SUBMITTING, Event(EventKind.SUBMITTING, at_ms - 2, 1)),
             MessageUpdate(
                 claimed.id,
                 State.SUBMITTED,
@@ -43,7 +44,8 @@ async def finished(
                 state,
                 Event(EventKind.DELIVERY_REPORT, at_ms, 1, stat="DELIVRD"),
                 stat="DELIVRD",
-                pushes=(NewPush(PushKind.RECEIPT, "{}"),) if push else (),
+                receipt=Receipt(True, state is State.DELIVERED, "DELIVRD", 1, at_ms - 1),
+                pushes=(PushKind.RECEIPT,) if push else (),
             ),
         ]
     )
@@ -76,7 +78,7 @@ async def test_old_finished_messages_go_with_their_history(
     remaining = sorted(str(r[0]) for r in rows(db_path, "SELECT msgid FROM messages"))
     assert remaining == ["new", "waiting"]  # never a message that is not final
     after = table_counts(db_path)
-    assert after["events"] == before["events"] - 4
+    assert after["events"] == before["events"] - 6  # submitting, submitted, final each
     assert after["message_parts"] == before["message_parts"] - 2
     assert after["pushes"] == before["pushes"] - 2
     assert await store.history("old") == []

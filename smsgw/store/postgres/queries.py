@@ -15,9 +15,11 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 
 from smsgw.carriers.base import MobileOriginated
+from smsgw.lifecycle import OWNED_STATES, PREDECESSORS, Receipt
 from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
+    Applied,
     Event,
     EventKind,
     InboundRecord,
@@ -25,12 +27,14 @@ from smsgw.store.base import (
     MessageRecord,
     MessageUpdate,
     NewMessage,
+    OwnerInfo,
+    OwnerRecord,
     PartMatch,
     PartRecord,
     PartReport,
     PushRecord,
     PushState,
-    RecoveryReport,
+    Reclaimed,
     State,
     UnknownMessage,
 )
@@ -40,11 +44,14 @@ Conn = Connection[TupleRow]
 
 MESSAGE_COLUMNS: Final = (
     "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
-    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error"
+    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error, owner"
 )
 _MESSAGE_COLUMN_COUNT: Final = len(MESSAGE_COLUMNS.split(","))
+# An outbox item with its message's msgid and phone (`pushes p JOIN messages m`).
 PUSH_COLUMNS: Final = (
-    "id, appid, message_id, kind, body, state, attempts, next_attempt_at, last_error, updated_at"
+    "p.id, p.appid, p.message_id, p.kind, m.msgid, m.phone, p.final, p.success, p.stat,"
+    " p.attempt, p.sendtime, p.carrier_msgid, p.error, p.state, p.attempts,"
+    " p.next_attempt_at, p.last_error, p.updated_at"
 )
 WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
 
@@ -65,16 +72,18 @@ INSERT_MESSAGES_SQL: Final = (
 # The queue: the due rows no other gateway is claiming right now, in one statement.
 # Rows come back as one JSON value (see INSERT_MESSAGES_SQL), oldest due first.
 CLAIM_SQL: Final = (
-    "WITH claimed AS (UPDATE messages SET state = 'queued' WHERE id IN (SELECT id FROM messages"
+    "WITH claimed AS (UPDATE messages SET state = 'queued', owner = %s WHERE id IN (SELECT id"
+    " FROM messages"
     f" WHERE {WAITING} AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s"
     f" FOR UPDATE SKIP LOCKED) RETURNING {MESSAGE_COLUMNS})"
     f" SELECT COALESCE(json_agg(json_build_array({MESSAGE_COLUMNS})"
     " ORDER BY next_attempt_at, id), '[]')::text FROM claimed"
 )
 DUE_PUSHES_SQL: Final = (
-    f"SELECT COALESCE(json_agg(json_build_array({PUSH_COLUMNS}) ORDER BY next_attempt_at, id),"
-    f" '[]')::text FROM (SELECT {PUSH_COLUMNS} FROM pushes WHERE state = 'pending' AND appid = %s"
-    " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s) due"
+    f"SELECT COALESCE(json_agg(json_build_array({PUSH_COLUMNS})"
+    " ORDER BY p.next_attempt_at, p.id), '[]')::text FROM (SELECT * FROM pushes"
+    " WHERE state = 'pending' AND appid = %s AND next_attempt_at <= %s"
+    " ORDER BY next_attempt_at, id LIMIT %s) p JOIN messages m ON m.id = p.message_id"
 )
 NEXT_DUE_SQL: Final = (
     f"SELECT next_attempt_at FROM messages WHERE {WAITING} ORDER BY next_attempt_at, id LIMIT 1"
@@ -87,8 +96,13 @@ APPLY_UPDATE_SQL: Final = (
     " next_attempt_at = r.due, carrier_msgid = COALESCE(r.c, m.carrier_msgid),"
     " submitted_at = COALESCE(r.sub, m.submitted_at), final_at = r.fin,"
     " stat = COALESCE(r.s, m.stat), error = CASE WHEN r.clr THEN NULL ELSE COALESCE(r.e, m.error)"
-    " END FROM json_to_recordset(%s::json) AS r(id bigint, st text, a integer, due bigint,"
-    " c text, sub bigint, fin bigint, s text, clr boolean, e text) WHERE m.id = r.id"
+    " END, owner = CASE WHEN r.keep THEN m.owner END"
+    " FROM json_to_recordset(%s::json) AS r(id bigint, st text, a integer, due bigint,"
+    " c text, sub bigint, fin bigint, s text, clr boolean, e text, keep boolean, src json,"
+    " exp text, own text) WHERE m.id = r.id"
+    # Compare-and-set: from a state the lifecycle allows, the expected one, the owner's.
+    " AND m.state IN (SELECT json_array_elements_text(r.src))"
+    " AND (r.exp IS NULL OR m.state = r.exp) AND (r.own IS NULL OR m.owner = r.own)"
     " RETURNING m.id, m.appid)"
     " SELECT COALESCE(json_agg(json_build_array(id, appid)), '[]')::text FROM changed"
 )
@@ -107,10 +121,38 @@ APPLY_PARTS_SQL: Final = (
     " SELECT i, n, c FROM json_to_recordset(%s::json) AS r(i bigint, n integer, c text)"
 )
 APPLY_PUSHES_SQL: Final = (
-    "INSERT INTO pushes (appid, message_id, kind, body, state, attempts, next_attempt_at,"
-    " created_at, updated_at) SELECT m.appid, r.i, r.k, r.b, 'pending', 0, r.at, r.at, r.at"
-    " FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint, k text, b text, at bigint))"
-    " WITH ORDINALITY AS r(i, k, b, at, n) JOIN messages m ON m.id = r.i ORDER BY r.n"
+    "INSERT INTO pushes (appid, message_id, kind, final, success, stat, attempt, sendtime,"
+    " carrier_msgid, error, state, attempts, next_attempt_at, created_at, updated_at)"
+    " SELECT m.appid, r.i, r.k, r.f, r.ok, r.s, r.a, r.st, r.c, r.e, 'pending', 0, r.at, r.at,"
+    " r.at FROM ROWS FROM (json_to_recordset(%s::json) AS (i bigint, k text, f boolean,"
+    " ok boolean, s text, a integer, st bigint, c text, e text, at bigint))"
+    " WITH ORDINALITY AS r(i, k, f, ok, s, a, st, c, e, at, n) JOIN messages m ON m.id = r.i"
+    " ORDER BY r.n"
+)
+# The rows an apply left alone (stale): where they stand.
+APPLY_STALE_SQL: Final = (
+    "SELECT COALESCE(json_agg(json_build_array(id, state, appid)), '[]')::text FROM messages"
+    " WHERE id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))"
+)
+# Early reports for any of these operator ids, the first stored of each.
+EARLY_REPORTS_SQL: Final = (
+    "SELECT COALESCE(json_agg(json_build_array(carrier_msgid, delivered, stat, at)), '[]')::text"
+    " FROM (SELECT DISTINCT ON (carrier_msgid) carrier_msgid, delivered, stat, at"
+    " FROM early_reports WHERE carrier_msgid IN"
+    " (SELECT json_array_elements_text(%s::json)) ORDER BY carrier_msgid, id) first"
+)
+INSERT_EARLY_REPORTS_SQL: Final = (
+    "INSERT INTO early_reports (carrier_msgid, delivered, stat, at, received_at)"
+    " SELECT c, d, s, at, %s FROM ROWS FROM (json_to_recordset(%s::json) AS (c text,"
+    " d boolean, s text, at bigint)) WITH ORDINALITY AS r(c, d, s, at, n) ORDER BY n"
+)
+EXPIRE_EARLY_REPORTS_SQL: Final = (
+    "DELETE FROM early_reports WHERE id IN (SELECT id FROM early_reports WHERE received_at < %s"
+    " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+)
+# Rows claimed by an owner that no longer exists (or by none), other than the claimant.
+_ORPHANED: Final = (
+    "(owner IS NULL OR owner NOT IN (SELECT id FROM owners)) AND owner IS DISTINCT FROM %s"
 )
 # Every report of a run in one statement: each takes, of the parts with its id still waiting,
 # the newest message's (operators may recycle ids), returned by the report's position.
@@ -140,13 +182,14 @@ MESSAGES_WITH_PARTS_SQL: Final = (
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))"
 ).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
-_REPORTED_SUBMITTED_SQL: Final = (
+_FULLY_REPORTED_SQL: Final = (
     "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
     " ORDER BY p.reported_at DESC, p.part_no DESC LIMIT 1)"
     " FROM messages m WHERE m.state = 'submitted'"
     " AND EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id)"
     " AND NOT EXISTS (SELECT 1 FROM message_parts p WHERE p.message_id = m.id AND NOT p.reported)"
-    " ORDER BY m.id"
+    " AND (SELECT MAX(p.reported_at) FROM message_parts p WHERE p.message_id = m.id) < %s"
+    " ORDER BY m.id LIMIT %s"
 )
 DELETE_FINISHED_SQL: Final = (
     "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m"
@@ -178,6 +221,7 @@ def message(row: Sequence[Any]) -> MessageRecord:
         carrier_msgid=row[13],
         stat=row[14],
         error=row[15],
+        owner=row[16],
     )
 
 
@@ -187,12 +231,22 @@ def push(row: Sequence[Any]) -> PushRecord:
         appid=row[1],
         message_id=row[2],
         kind=row[3],
-        body=row[4],
-        state=PushState(row[5]),
-        attempts=row[6],
-        next_attempt_at_ms=row[7],
-        last_error=row[8],
-        updated_at_ms=row[9],
+        msgid=row[4],
+        phone=row[5],
+        receipt=Receipt(
+            final=row[6],
+            success=row[7],
+            stat=row[8],
+            attempt=row[9],
+            sendtime_ms=row[10],
+            carrier_msgid=row[11],
+            error=row[12],
+        ),
+        state=PushState(row[13]),
+        attempts=row[14],
+        next_attempt_at_ms=row[15],
+        last_error=row[16],
+        updated_at_ms=row[17],
     )
 
 
@@ -240,35 +294,102 @@ def insert_messages(
 # ---------------------------------------------------------------------- pipeline
 
 
-def recover(conn: Conn) -> RecoveryReport:
-    requeued = conn.execute("UPDATE messages SET state = 'accepted' WHERE state = 'queued'")
-    in_doubt = conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE state = 'submitting' ORDER BY id"
-    ).fetchall()
-    pending = conn.execute("SELECT count(*) FROM pushes WHERE state = 'pending'").fetchone()
-    reported = [
-        part_match(conn, message_id, part_no, duplicate=False)
-        for message_id, part_no in conn.execute(_REPORTED_SUBMITTED_SQL).fetchall()
-    ]
-    return RecoveryReport(
-        requeued=requeued.rowcount,
-        in_doubt=tuple(message(row) for row in in_doubt),
-        pending_pushes=int(pending[0]) if pending else 0,
-        reported=tuple(reported),
+def register_owner(conn: Conn, owner: OwnerInfo, lease_until_ms: int) -> None:
+    conn.execute(
+        "INSERT INTO owners (id, host, pid, started_at, lease_until) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        (owner.id, owner.host, owner.pid, owner.started_at_ms, lease_until_ms),
     )
 
 
-def claim_due(conn: Conn, now_ms: int, limit: int) -> list[MessageRecord]:
-    found = conn.execute(CLAIM_SQL, (now_ms, limit)).fetchone()
+def renew_owner(conn: Conn, owner_id: str, lease_until_ms: int) -> bool:
+    renewed = conn.execute(
+        "UPDATE owners SET lease_until = GREATEST(lease_until, %s) WHERE id = %s",
+        (lease_until_ms, owner_id),
+    )
+    return renewed.rowcount == 1
+
+
+def release_owner(conn: Conn, owner_id: str) -> None:
+    conn.execute("DELETE FROM owners WHERE id = %s", (owner_id,))
+    conn.execute("DELETE FROM push_claims WHERE owner = %s", (owner_id,))
+
+
+def owners(conn: Conn) -> list[OwnerRecord]:
+    return [
+        OwnerRecord(OwnerInfo(owner_id, host, pid, started_at), lease_until)
+        for owner_id, host, pid, started_at, lease_until in conn.execute(
+            "SELECT id, host, pid, started_at, lease_until FROM owners ORDER BY started_at, id"
+        ).fetchall()
+    ]
+
+
+def reclaim(conn: Conn, claimant: str, now_ms: int, dead: Sequence[str], wakes: Wakes) -> Reclaimed:
+    lost = [
+        str(row[0])
+        for row in conn.execute(
+            "DELETE FROM owners WHERE id <> %s AND (lease_until < %s"
+            " OR id IN (SELECT json_array_elements_text(%s::json))) RETURNING id",
+            (claimant, now_ms, json.dumps(list(dead))),
+        ).fetchall()
+    ]
+    conn.execute("DELETE FROM push_claims WHERE owner NOT IN (SELECT id FROM owners)")
+    # QUEUED rows never left their owner's process: waiting again, due when they were.
+    requeued = conn.execute(
+        "UPDATE messages SET state = 'accepted', owner = NULL"
+        f" WHERE state = 'queued' AND {_ORPHANED} RETURNING next_attempt_at",
+        (claimant,),
+    ).fetchall()
+    for (due,) in requeued:
+        if due is not None:
+            wakes.due(int(due))
+    in_doubt = conn.execute(
+        f"UPDATE messages SET owner = %s WHERE state = 'submitting' AND {_ORPHANED}"
+        f" RETURNING {MESSAGE_COLUMNS}",
+        (claimant, claimant),
+    ).fetchall()
+    return Reclaimed(
+        owners=tuple(sorted(lost)),
+        requeued=len(requeued),
+        in_doubt=tuple(sorted((message(row) for row in in_doubt), key=lambda m: m.id)),
+    )
+
+
+def claim_pushes(conn: Conn, appid: str, owner: str) -> bool:
+    if conn.execute("SELECT 1 FROM owners WHERE id = %s", (owner,)).fetchone() is None:
+        return False  # not a live owner (reclaimed, or never registered)
+    # The app's claim row locked: two owners claiming at once take turns here.
+    holder = conn.execute(
+        "SELECT owner FROM push_claims WHERE appid = %s FOR UPDATE", (appid,)
+    ).fetchone()
+    if holder is not None and holder[0] != owner:
+        alive = conn.execute("SELECT 1 FROM owners WHERE id = %s", (holder[0],)).fetchone()
+        if alive is not None:
+            return False
+    conn.execute(
+        "INSERT INTO push_claims (appid, owner) VALUES (%s, %s)"
+        " ON CONFLICT (appid) DO UPDATE SET owner = excluded.owner",
+        (appid, owner),
+    )
+    return True
+
+
+def fully_reported(conn: Conn, reported_before_ms: int, limit: int) -> list[PartMatch]:
+    found = conn.execute(_FULLY_REPORTED_SQL, (reported_before_ms, limit)).fetchall()
+    return [part_match(conn, message_id, part_no, duplicate=False) for message_id, part_no in found]
+
+
+def claim_due(conn: Conn, now_ms: int, limit: int, owner: str) -> list[MessageRecord]:
+    found = conn.execute(CLAIM_SQL, (owner, now_ms, limit)).fetchone()
     return [message(row) for row in json.loads(found[0] if found else "[]")]
 
 
-def unclaim(conn: Conn, ids: Sequence[int], wakes: Wakes) -> None:
+def unclaim(conn: Conn, ids: Sequence[int], owner: str, wakes: Wakes) -> None:
     """Claimed rows the caller never saw go back to waiting, due when they were due."""
     rows = conn.execute(
-        "UPDATE messages SET state = 'accepted' WHERE id = ANY(%s) AND state = 'queued'"
-        " RETURNING next_attempt_at",
-        (list(ids),),
+        "UPDATE messages SET state = 'accepted', owner = NULL WHERE id = ANY(%s)"
+        " AND state = 'queued' AND owner = %s RETURNING next_attempt_at",
+        (list(ids), owner),
     ).fetchall()
     for (due,) in rows:
         if due is not None:
@@ -289,38 +410,40 @@ def overdue_submitted(conn: Conn, submitted_before_ms: int, limit: int) -> list[
     return [message(row) for row in rows]
 
 
-def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
-    """The updates in order, set-based: a statement per table for every run of updates to
-    distinct messages (a message updated twice starts a new run), not per update."""
+def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> list[Applied]:
+    """The updates in order, each compare-and-set, set-based: a statement per table for every
+    run of updates to distinct messages (a message updated twice starts a new run)."""
+    applied: list[Applied] = []
     run: list[MessageUpdate] = []
     seen: set[int] = set()
     for update in updates:
         if update.message_id in seen:
-            _apply_run(conn, run, wakes)
+            applied += _apply_run(conn, run, wakes)
             run, seen = [], set()
         run.append(update)
         seen.add(update.message_id)
     if run:
-        _apply_run(conn, run, wakes)
+        applied += _apply_run(conn, run, wakes)
+    return applied
 
 
 def _json(rows: list[dict[str, Any]]) -> tuple[str]:
     return (json.dumps(rows, ensure_ascii=False),)
 
 
-def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> None:
+def _one_json(conn: Conn, sql: str, params: tuple[Any, ...]) -> Any:
+    found = conn.execute(sql.encode(), params).fetchone()
+    return json.loads(found[0] if found else "[]")
+
+
+def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> list[Applied]:
     rows: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    parts: list[dict[str, Any]] = []
-    replaced: list[int] = []
-    pushes: list[dict[str, Any]] = []
     for u in updates:
         state = State(u.state)
         at_ms = u.event.at_ms
         next_attempt_at: int | None = None
         if state in WAITING_STATES:
             next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
-            wakes.due(next_attempt_at)
         rows.append(
             {
                 "id": u.message_id,
@@ -333,8 +456,32 @@ def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> No
                 "s": u.stat,
                 "clr": u.clear_error,
                 "e": u.error,
+                "keep": state in OWNED_STATES,
+                "src": sorted(source.value for source in PREDECESSORS[state]),
+                "exp": None if u.expected is None else State(u.expected).value,
+                "own": u.owner,
             }
         )
+    changed = {int(i): str(appid) for i, appid in _one_json(conn, APPLY_UPDATE_SQL, _json(rows))}
+    stale_ids = [u.message_id for u in updates if u.message_id not in changed]
+    stale = {
+        int(i): (State(state), str(appid))
+        for i, state, appid in (
+            _one_json(conn, APPLY_STALE_SQL, (json.dumps(stale_ids),)) if stale_ids else []
+        )
+    }
+    for message_id in stale_ids:
+        if message_id not in stale:
+            raise UnknownMessage(message_id)
+    done = [u for u in updates if u.message_id in changed]
+    events: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    replaced: list[int] = []
+    pushes: list[dict[str, Any]] = []
+    for u in done:
+        if State(u.state) in WAITING_STATES:
+            due = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else u.event.at_ms
+            wakes.due(due)
         e = u.event
         events.append(
             {
@@ -354,21 +501,80 @@ def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> No
             parts += [
                 {"i": u.message_id, "n": n, "c": part_id} for n, part_id in enumerate(part_ids, 1)
             ]
-        pushes += [{"i": u.message_id, "k": p.kind, "b": p.body, "at": at_ms} for p in u.pushes]
-    found = conn.execute(APPLY_UPDATE_SQL, _json(rows)).fetchone()
-    appids = {int(i): str(appid) for i, appid in json.loads(found[0] if found else "[]")}
-    for u in updates:
-        if u.message_id not in appids:
-            raise UnknownMessage(u.message_id)
-    conn.execute(APPLY_EVENTS_SQL, _json(events))
+        if u.pushes:
+            r = u.receipt
+            assert r is not None  # Transition checks it
+            pushes += [
+                {
+                    "i": u.message_id,
+                    "k": str(kind),
+                    "f": r.final,
+                    "ok": r.success,
+                    "s": r.stat,
+                    "a": r.attempt,
+                    "st": r.sendtime_ms,
+                    "c": r.carrier_msgid,
+                    "e": r.error,
+                    "at": e.at_ms,
+                }
+                for kind in u.pushes
+            ]
+            wakes.push(changed[u.message_id])
+    if events:
+        conn.execute(APPLY_EVENTS_SQL, _json(events))
     if replaced:
         conn.execute(APPLY_DELETE_PARTS_SQL, (json.dumps(replaced),))
         conn.execute(APPLY_PARTS_SQL, _json(parts))
     if pushes:
         conn.execute(APPLY_PUSHES_SQL, _json(pushes))
-        for u in updates:
-            if u.pushes:
-                wakes.push(appids[u.message_id])
+    early = _match_early_reports(
+        conn, [u for u in done if State(u.state) is State.SUBMITTED and u.message_id in replaced]
+    )
+    results: list[Applied] = []
+    for u in updates:
+        if u.message_id in changed:
+            results.append(
+                Applied(True, State(u.state), changed[u.message_id], early.get(u.message_id, ()))
+            )
+        else:
+            state, appid = stale[u.message_id]
+            results.append(Applied(False, state, appid))
+    return results
+
+
+def _match_early_reports(
+    conn: Conn, submitted: Sequence[MessageUpdate]
+) -> dict[int, tuple[PartMatch, ...]]:
+    """Reports stored before these parts were recorded (they may have come on another
+    process's link): each part takes its first, the repeats go. Each match is as its part
+    stands once recorded, in part order (the last one completes the message). One query
+    for the whole run; the rest only when one was stored (rare)."""
+    part_ids = {
+        part_id: (u.message_id, n)
+        for u in submitted
+        for n, part_id in enumerate(
+            u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid is not None else ()), 1
+        )
+    }
+    if not part_ids:
+        return {}
+    found = _one_json(conn, EARLY_REPORTS_SQL, (json.dumps(sorted(part_ids)),))
+    early = {carrier_msgid: (delivered, stat, at) for carrier_msgid, delivered, stat, at in found}
+    matches: dict[int, list[PartMatch]] = {}
+    # In part order, each match read right after its part is recorded.
+    for part_id, (message_id, part_no) in sorted(part_ids.items(), key=lambda item: item[1]):
+        if part_id not in early:
+            continue
+        conn.execute("DELETE FROM early_reports WHERE carrier_msgid = %s", (part_id,))
+        conn.execute(
+            "UPDATE message_parts SET reported = true, delivered = %s, stat = %s,"
+            " reported_at = %s WHERE message_id = %s AND part_no = %s",
+            (*early[part_id], message_id, part_no),
+        )
+        matches.setdefault(message_id, []).append(
+            part_match(conn, message_id, part_no, duplicate=False)
+        )
+    return {message_id: tuple(found) for message_id, found in matches.items()}
 
 
 def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int] | None:
@@ -430,10 +636,25 @@ def _match(
     )
 
 
-def record_part_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+def record_part_reports(
+    conn: Conn, reports: Sequence[PartReport], now_ms: int
+) -> list[PartMatch | None]:
     """Set-based, for every run of reports with distinct operator ids (a repeated id starts
     a new run: its second report must see the first). Each match is as of its own report:
-    parts taken by later reports of the call are shown unreported."""
+    parts taken by later reports of the call are shown unreported. A report whose id
+    matches no part is stored as an early report (received at `now_ms`)."""
+    matches = _record_reports(conn, reports)
+    early = [
+        {"c": r.carrier_msgid, "d": r.delivered, "s": r.stat, "at": r.at_ms}
+        for r, match in zip(reports, matches, strict=True)
+        if match is None
+    ]
+    if early:
+        conn.execute(INSERT_EARLY_REPORTS_SQL, (now_ms, *_json(early)))
+    return matches
+
+
+def _record_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
     matches: list[PartMatch | None] = []
     run: list[PartReport] = []
     for report in reports:
@@ -572,7 +793,9 @@ def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
             (found.id,),
         ).fetchall()
         pushes = conn.execute(
-            f"SELECT {PUSH_COLUMNS} FROM pushes WHERE message_id = %s ORDER BY id", (found.id,)
+            f"SELECT {PUSH_COLUMNS} FROM pushes p JOIN messages m ON m.id = p.message_id"
+            " WHERE p.message_id = %s ORDER BY p.id",
+            (found.id,),
         ).fetchall()
         histories.append(
             MessageHistory(

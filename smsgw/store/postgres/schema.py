@@ -37,7 +37,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             final_at bigint,
             carrier_msgid text,
             stat text,
-            error text
+            error text,
+            owner text  -- the owner that claimed it (QUEUED, SUBMITTING), else NULL
         )""",
         # The idempotency key; msgid first so `smsgw status MSGID` without an appid uses it.
         "CREATE UNIQUE INDEX messages_key ON messages (msgid, appid, phone)",
@@ -79,7 +80,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             message_id bigint NOT NULL
                 REFERENCES messages (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
             kind text NOT NULL,
-            body text NOT NULL,
+            final boolean NOT NULL,
+            success boolean NOT NULL,
+            stat text NOT NULL,
+            attempt integer NOT NULL,
+            sendtime bigint NOT NULL,
+            carrier_msgid text,
+            error text,
             state text NOT NULL,
             attempts integer NOT NULL DEFAULT 0,
             next_attempt_at bigint NOT NULL,
@@ -102,6 +109,27 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             received_at bigint NOT NULL
         )""",
         "CREATE INDEX inbound_received ON inbound (received_at)",
+        # Owners and leases (smsgw.store.base): who may finish whose claimed rows.
+        """CREATE TABLE owners (
+            id text PRIMARY KEY,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            started_at bigint NOT NULL,
+            lease_until bigint NOT NULL
+        )""",
+        # Reports that came before their parts were recorded (another process's link).
+        """CREATE TABLE early_reports (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            carrier_msgid text NOT NULL,
+            delivered boolean NOT NULL,
+            stat text NOT NULL,
+            at bigint NOT NULL,
+            received_at bigint NOT NULL
+        )""",
+        "CREATE INDEX early_reports_carrier ON early_reports (carrier_msgid)",
+        "CREATE INDEX early_reports_received ON early_reports (received_at)",
+        # An app's outbox is pushed by one owner at a time.
+        "CREATE TABLE push_claims (appid text PRIMARY KEY, owner text NOT NULL)",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -22,16 +22,19 @@ from psycopg.conninfo import make_conninfo
 from smsgw.carriers.base import MobileOriginated
 from smsgw.config import redact_url
 from smsgw.store.base import (
+    Applied,
     InboundRecord,
     MessageHistory,
     MessageRecord,
     MessageUpdate,
     NewMessage,
+    OwnerInfo,
+    OwnerRecord,
     PartMatch,
     PartReport,
     PushRecord,
     PushState,
-    RecoveryReport,
+    Reclaimed,
     State,
     StoreClosed,
     StoreError,
@@ -48,8 +51,6 @@ T = TypeVar("T")
 ReadFn = Callable[[queries.Conn], T]
 
 DEFAULT_READERS: Final = 4
-# pg_try_advisory_lock key held by the one gateway writing a database ("smsgwGW" in ASCII).
-GATEWAY_LOCK: Final = 0x736D7367774757
 
 
 def _check_limit(limit: int) -> None:
@@ -68,7 +69,6 @@ class PostgresStore:
         max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
         readers: int = DEFAULT_READERS,
         read_only: bool = False,
-        exclusive: bool = True,
     ) -> None:
         if readers < 1:
             raise ValueError("readers must be at least 1")
@@ -76,12 +76,6 @@ class PostgresStore:
         # ValueError for a URL libpq refuses; the settings as one libpq conninfo string.
         self._conninfo = make_conninfo("", **connection_settings(url))
         self.read_only = read_only
-        # One gateway per database until owners and leases (the lifecycle work) let several
-        # share it: `recover()` at start takes every claimed row, so a second gateway would
-        # take the first one's messages in flight. The writer's connection holds a session
-        # advisory lock; a second `smsgw serve` is refused at start with one line. Tests of
-        # the shared queue pass exclusive=False.
-        self.exclusive = exclusive
         self.writer = Writer(
             self._open_writer,
             self._describe,
@@ -127,13 +121,6 @@ class PostgresStore:
     def _open_writer(self) -> queries.Conn:
         conn = self._open(autocommit=True)
         try:
-            if self.exclusive:
-                held = conn.execute("SELECT pg_try_advisory_lock(%s)", (GATEWAY_LOCK,)).fetchone()
-                if not held or not held[0]:
-                    raise StoreError(
-                        f"another smsgw serve is using the database {redact_url(self.url)}:"
-                        " one gateway per PostgreSQL database for now"
-                    )
             # Durable when COMMIT returns, whatever the database's default: only "off" is not
             # ("local", "remote_write", "remote_apply" are kept as the operator set them).
             row = conn.execute("SHOW synchronous_commit").fetchone()
@@ -278,20 +265,39 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ pipeline
 
-    async def recover(self, now_ms: int) -> RecoveryReport:
-        return await self._write(lambda conn, wakes: queries.recover(conn))
+    async def register_owner(self, owner: OwnerInfo, lease_until_ms: int) -> None:
+        await self._write(lambda conn, wakes: queries.register_owner(conn, owner, lease_until_ms))
 
-    async def claim_due(self, now_ms: int, limit: int) -> list[MessageRecord]:
+    async def renew_owner(self, owner_id: str, lease_until_ms: int) -> bool:
+        return await self._write(
+            lambda conn, wakes: queries.renew_owner(conn, owner_id, lease_until_ms)
+        )
+
+    async def release_owner(self, owner_id: str) -> None:
+        await self._write(lambda conn, wakes: queries.release_owner(conn, owner_id))
+
+    async def owners(self) -> list[OwnerRecord]:
+        return await self._read(queries.owners)
+
+    async def reclaim(self, claimant: str, now_ms: int, dead: Sequence[str] = ()) -> Reclaimed:
+        named = tuple(dead)
+        return await self._write(
+            lambda conn, wakes: queries.reclaim(conn, claimant, now_ms, named, wakes)
+        )
+
+    async def claim_due(self, now_ms: int, limit: int, *, owner: str) -> list[MessageRecord]:
         _check_limit(limit)
         if limit == 0:
             return []
 
         def undo(claimed: list[MessageRecord]) -> Callable[[queries.Conn, Wakes], object]:
             ids = [record.id for record in claimed]
-            return lambda conn, wakes: queries.unclaim(conn, ids, wakes)
+            return lambda conn, wakes: queries.unclaim(conn, ids, owner, wakes)
 
         return await self._write(
-            lambda conn, wakes: queries.claim_due(conn, now_ms, limit), weight=limit, undo=undo
+            lambda conn, wakes: queries.claim_due(conn, now_ms, limit, owner),
+            weight=limit,
+            undo=undo,
         )
 
     async def next_due_at(self) -> int | None:
@@ -303,12 +309,14 @@ class PostgresStore:
             lambda conn: queries.overdue_submitted(conn, submitted_before_ms, limit)
         )
 
-    async def apply(self, updates: Sequence[MessageUpdate]) -> None:
+    async def apply(self, updates: Sequence[MessageUpdate]) -> list[Applied]:
         if not updates:
-            return
+            return []
         self._writable()
         frozen = tuple(updates)
-        await self.writer.apply(frozen, sum(2 + len(u.part_ids) + len(u.pushes) for u in frozen))
+        return await self.writer.apply(
+            frozen, sum(2 + len(u.part_ids) + len(u.pushes) for u in frozen)
+        )
 
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         def read(conn: queries.Conn) -> PartMatch | None:
@@ -317,13 +325,30 @@ class PostgresStore:
 
         return await self._read(read)
 
-    async def record_part_reports(self, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    async def record_part_reports(
+        self, reports: Sequence[PartReport], now_ms: int
+    ) -> list[PartMatch | None]:
         if not reports:
             return []
         frozen = tuple(reports)
         return await self._write(
-            lambda conn, wakes: queries.record_part_reports(conn, frozen), weight=len(frozen)
+            lambda conn, wakes: queries.record_part_reports(conn, frozen, now_ms),
+            weight=len(frozen),
         )
+
+    async def fully_reported(self, reported_before_ms: int, limit: int) -> list[PartMatch]:
+        _check_limit(limit)
+        return await self._read(
+            lambda conn: queries.fully_reported(conn, reported_before_ms, limit)
+        )
+
+    async def expire_early_reports(self, received_before_ms: int, limit: int) -> int:
+        return await self._delete_oldest(
+            queries.EXPIRE_EARLY_REPORTS_SQL, received_before_ms, limit
+        )
+
+    async def claim_pushes(self, appid: str, owner: str) -> bool:
+        return await self._write(lambda conn, wakes: queries.claim_pushes(conn, appid, owner))
 
     # ------------------------------------------------------------------ pushes
 

@@ -24,7 +24,14 @@ import attrs
 import psycopg
 import trio
 
-from smsgw.store.base import CommitFailed, MessageUpdate, NewMessage, StoreClosed, StoreError
+from smsgw.store.base import (
+    Applied,
+    CommitFailed,
+    MessageUpdate,
+    NewMessage,
+    StoreClosed,
+    StoreError,
+)
 from smsgw.store.postgres import queries
 from smsgw.store.postgres.notify import CHANNEL, Wakes
 
@@ -112,8 +119,9 @@ class Writer:
         op: _Op[list[bool]] = _Op(None, max(1, len(messages)), accept=(messages, now_ms))
         return await self._submit(op)
 
-    async def apply(self, updates: tuple[MessageUpdate, ...], weight: int) -> None:
-        await self._submit(_Op(None, max(1, weight), updates=updates))
+    async def apply(self, updates: tuple[MessageUpdate, ...], weight: int) -> list[Applied]:
+        op: _Op[list[Applied]] = _Op(None, max(1, weight), updates=updates)
+        return await self._submit(op)
 
     async def _submit(self, op: _Op[T]) -> T:
         if not self.running:
@@ -274,7 +282,7 @@ class Writer:
         they stand among the other ops (a report recorded after an apply must see its
         parts)."""
         accepts = [op for op in group if op.accept is not None]
-        updates: list[MessageUpdate] = []
+        applies: list[_Op[Any]] = []
         try:
             if accepts:
                 results = queries.insert_messages(
@@ -284,20 +292,30 @@ class Writer:
                     op.result = result
             for op in group:
                 if op.updates is not None:
-                    updates += op.updates
+                    applies.append(op)
                     continue
-                if updates:
-                    queries.apply(conn, updates, wakes)
-                    updates = []
+                Writer._apply_together(conn, applies, wakes)
+                applies = []
                 if op.fn is not None:
                     op.result = op.fn(conn, wakes)
-            if updates:
-                queries.apply(conn, updates, wakes)
+            Writer._apply_together(conn, applies, wakes)
         except Exception:
             if _lost(conn):
                 raise
             return False
         return True
+
+    @staticmethod
+    def _apply_together(conn: queries.Conn, ops: list[_Op[Any]], wakes: Wakes) -> None:
+        """The ops' updates in one set-based apply; each op gets its own updates' results."""
+        if not ops:
+            return
+        results = queries.apply(conn, [u for op in ops for u in op.updates or ()], wakes)
+        start = 0
+        for op in ops:
+            end = start + len(op.updates or ())
+            op.result = results[start:end]
+            start = end
 
     @staticmethod
     def _run_isolated(conn: queries.Conn, group: list[_Op[Any]], wakes: Wakes) -> None:
@@ -308,7 +326,7 @@ class Writer:
                 if op.accept is not None:
                     (op.result,) = queries.insert_messages(conn, [op.accept], wakes)
                 elif op.updates is not None:
-                    queries.apply(conn, op.updates, wakes)
+                    op.result = queries.apply(conn, op.updates, wakes)
                 else:
                     assert op.fn is not None
                     op.result = op.fn(conn, wakes)

@@ -1,0 +1,369 @@
+"""The SQLite store's writer: WAL, synchronous=FULL, one writer task doing group commits.
+
+Every write is an *op*: a function run against the writer connection. Callers queue ops;
+the writer task takes the first queued op plus whatever else is queued (up to a cap), runs
+them all in ONE transaction in a worker thread — an op that raises is rolled back alone (the
+group is then run again with a SAVEPOINT per op) — commits once (one fsync for the whole
+group), then wakes each caller with its result. While a commit runs, new ops accumulate for
+the next group.
+
+Reads use separate query_only connections in worker threads, so they never wait for a
+commit (WAL readers see the last committed state).
+
+sqlite3 connections are created with check_same_thread=False because trio's worker
+threads are pooled; each connection is still used by one thread at a time (the writer
+connection only by the writer task, a reader only by the read that checked it out).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar, cast
+
+import attrs
+import trio
+
+from smsgw.store.base import CommitFailed, StoreClosed, StoreError
+from smsgw.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
+
+T = TypeVar("T")
+OpFn = Callable[[sqlite3.Connection], T]
+
+DEFAULT_MAX_GROUP_OPS: Final = 2_000
+DEFAULT_MAX_GROUP_ROWS: Final = 20_000
+DEFAULT_READERS: Final = 4
+BUSY_TIMEOUT_S: Final = 10.0
+# The writer's page cache. Small on purpose: RAM must not grow with the backlog (bench/
+# pipeline.py compares 100,000 queued against 1,000); the OS page cache holds the rest.
+CACHE_KIB: Final = 4_096
+
+
+def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
+    error = StoreError(f"{what}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+@attrs.define(eq=False)
+class _Op(Generic[T]):
+    """One queued write and, once the writer ran it, its outcome."""
+
+    fn: OpFn[T]
+    weight: int  # rows it touches, roughly: bounds the size of a group
+    # Given the result, a compensating write to queue when the caller stopped waiting after
+    # the op was taken (claim_due: put the claimed rows back).
+    undo: Callable[[T], OpFn[object]] | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+    taken: bool = False  # handed to the writer: it will be committed
+    cancelled: bool = False  # the caller left before the writer took it: skip it
+    abandoned: bool = False  # the caller left after the writer took it
+    result: T | None = None
+    error: BaseException | None = None
+
+
+class GroupWriter:
+    """The connections and the group-commit writer (see the module doc) under `SqliteStore`.
+    `commit_count` counts successful commits."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_group_ops: int = DEFAULT_MAX_GROUP_OPS,
+        max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
+        readers: int = DEFAULT_READERS,
+        read_only: bool = False,
+    ) -> None:
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ValueError(f"SQLite store needs a file path, got {path!r}")
+        if max_group_ops < 1 or max_group_rows < 1 or readers < 1:
+            raise ValueError("max_group_ops, max_group_rows and readers must be at least 1")
+        self.path = path
+        # Read-only (`smsgw status`, `smsgw inbox`): no writer, no migration, and a database
+        # of another schema version refused rather than changed under a running gateway.
+        self.read_only = read_only
+        self.max_group_ops = max_group_ops
+        self.max_group_rows = max_group_rows
+        self.commit_count = 0  # successful group commits (tests, metrics)
+        self.ops_committed = 0  # ops those commits carried
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._writer: sqlite3.Connection | None = None
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._queue: collections.deque[_Op[Any]] = collections.deque()
+        self._wakeup = trio.Event()
+        self._started = False
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if self._started:
+            raise RuntimeError(f"{type(self).__name__}.run() can only be called once")
+        self._started = True
+        if self.read_only:
+            await self._run_read_only(task_status)
+            return
+        self._writer = await trio.to_thread.run_sync(self._open_writer)
+        try:
+            self._running = True
+            task_status.started()
+            await self._writer_loop()
+        finally:
+            self._running = False
+            # Commit what callers already handed over (their B001 may still be sent), then
+            # close. Shielded: this is the flush of a shutdown.
+            with trio.CancelScope(shield=True):
+                while self._queue:
+                    group = self._take_group()
+                    if group:
+                        await self._commit(group)
+                await trio.to_thread.run_sync(self._close_connections)
+
+    async def _run_read_only(self, task_status: trio.TaskStatus[None]) -> None:
+        await trio.to_thread.run_sync(self._check_readable)
+        try:
+            self._running = True
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self._running = False
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close_connections)
+
+    def _check_readable(self) -> None:
+        if not os.path.exists(self.path):  # connecting would create an empty one
+            raise StoreError(f"no SQLite database at {self.path!r}")
+        conn = self._open_reader()
+        try:
+            version = schema_version(conn)
+        except sqlite3.Error as exc:
+            raise _store_error(f"cannot read SQLite database {self.path!r}", exc) from exc
+        finally:
+            conn.close()
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path!r} has schema version {version}, this smsgw reads"
+                f" version {SCHEMA_VERSION}: `smsgw serve` of this version migrates it"
+            )
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
+        except sqlite3.Error as exc:
+            raise _store_error(f"cannot open SQLite database {self.path!r}", exc) from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"SQLite database {self.path!r} cannot use WAL mode (got {mode!r})"
+                )
+            conn.execute("PRAGMA synchronous=FULL")  # durable when COMMIT returns
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            # The sub-journals that let each op's SAVEPOINT roll back alone live in memory
+            # (at most one op's pages: emptied at each RELEASE), not in a temporary file:
+            # otherwise a dozen or more write() calls for every message sent.
+            conn.execute("PRAGMA temp_store=MEMORY")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _store_error(f"cannot prepare SQLite database {self.path!r}", exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
+            conn.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            raise _store_error(f"cannot open SQLite database {self.path!r}", exc) from exc
+        return conn
+
+    def _close_connections(self) -> None:
+        readers, self._idle_readers = self._idle_readers, []
+        for conn in readers:
+            conn.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ------------------------------------------------------------------ the writer
+
+    async def _write(
+        self,
+        fn: OpFn[T],
+        weight: int = 1,
+        undo: Callable[[T], OpFn[object]] | None = None,
+    ) -> T:
+        """Queue a write for the next group commit and wait until it is durable."""
+        if not self._running:
+            raise StoreClosed("the store is not running")
+        if self.read_only:
+            raise StoreError("the store was opened read-only")
+        op: _Op[T] = _Op(fn, max(1, weight), undo)
+        self._queue.append(op)
+        self._wakeup.set()
+        try:
+            await op.done.wait()
+        except BaseException:
+            if not op.taken:
+                op.cancelled = True  # still queued: it will never run
+            elif op.done.is_set():
+                self._queue_undo(op)  # committed, but the caller will not see the result
+            else:
+                op.abandoned = True  # being committed: the writer undoes it afterwards
+            raise
+        if op.error is not None:
+            raise op.error
+        return cast(T, op.result)
+
+    async def _writer_loop(self) -> None:
+        while True:
+            group = self._take_group()
+            if not group:
+                # No checkpoint between the empty check and the new Event: no lost wakeup.
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            await self._commit(group)
+
+    def _take_group(self) -> list[_Op[Any]]:
+        group: list[_Op[Any]] = []
+        rows = 0
+        queue = self._queue
+        while queue and len(group) < self.max_group_ops:
+            op = queue[0]
+            if op.cancelled:
+                queue.popleft()
+                continue
+            if group and rows + op.weight > self.max_group_rows:
+                break
+            queue.popleft()
+            op.taken = True
+            group.append(op)
+            rows += op.weight
+        return group
+
+    async def _commit(self, group: list[_Op[Any]]) -> None:
+        try:
+            # The ops are taken: they must run and their callers be woken, so neither the
+            # thread nor the start of it may be cancelled.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._run_group, group)
+        except Exception as exc:  # a bug in _run_group itself: fail the group, keep serving
+            for op in group:
+                op.result = None
+                op.error = CommitFailed(f"group commit failed: {exc!r}")
+                op.error.__cause__ = exc
+        for op in group:
+            op.done.set()
+            if op.abandoned:
+                self._queue_undo(op)
+
+    def _queue_undo(self, op: _Op[Any]) -> None:
+        if op.undo is None or op.error is not None:
+            return
+        self._queue.append(_Op(op.undo(op.result), 1))
+        self._wakeup.set()
+
+    def _run_group(self, group: list[_Op[Any]]) -> None:
+        """In a worker thread: run the group in one transaction. An op that raises must
+        leave no trace while the others commit; rather than a SAVEPOINT around every op (two
+        statements each, for the rare failure), the ops run bare and, if one raises, the
+        transaction is rolled back and the group run again with a SAVEPOINT per op."""
+        conn = self._writer
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if not _run_ops(conn, group):
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                _run_ops_isolated(conn, group)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            for op in group:
+                op.result = None
+                op.error = CommitFailed(f"group commit failed, nothing stored: {exc}")
+                op.error.__cause__ = exc
+            return
+        self.commit_count += 1
+        self.ops_committed += len(group)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _read(self, fn: OpFn[T]) -> T:
+        if not self._running:
+            raise StoreClosed("the store is not running")
+        async with self._read_limiter:
+            if self._idle_readers:
+                conn = self._idle_readers.pop()
+            else:
+                conn = await trio.to_thread.run_sync(self._open_reader)
+            try:
+                return await trio.to_thread.run_sync(_run_read, fn, conn)
+            finally:
+                if self._running:
+                    self._idle_readers.append(conn)
+                else:
+                    conn.close()
+
+
+# ---------------------------------------------------------------------- ops (worker thread)
+
+
+def _run_ops(conn: sqlite3.Connection, group: list[_Op[Any]]) -> bool:
+    """Run the ops in the open transaction; False as soon as one raises (the caller rolls
+    back: the ops' writes cannot be told apart). Raises when SQLite itself ended the
+    transaction (I/O error, disk full)."""
+    for op in group:
+        try:
+            op.result = op.fn(conn)
+        except Exception:
+            if not conn.in_transaction:
+                raise
+            return False
+    return True
+
+
+def _run_ops_isolated(conn: sqlite3.Connection, group: list[_Op[Any]]) -> None:
+    """Run the ops, each in its own SAVEPOINT: one that raises is rolled back alone and
+    gets its error; the others keep their writes."""
+    for op in group:
+        conn.execute("SAVEPOINT op")
+        try:
+            op.result = op.fn(conn)
+        except Exception as exc:
+            op.result = None
+            op.error = _store_error("write failed", exc) if isinstance(exc, sqlite3.Error) else exc
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (I/O error, disk full): the ops
+                # before this one are gone too.
+                raise
+            conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+
+
+def _run_read(fn: OpFn[T], conn: sqlite3.Connection) -> T:
+    try:
+        return fn(conn)
+    except sqlite3.Error as exc:
+        raise _store_error("read failed", exc) from exc
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")

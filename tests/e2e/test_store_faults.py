@@ -1,0 +1,125 @@
+"""Store faults strand nothing: a real `smsgw serve` under load meets a fault of its SQLite
+store, which then clears. Without a restart, every message reaches its final state, no
+outcome the operator gave is lost (nothing is in doubt: no owner died), no code is sent
+twice, every A002 goes out once, and the failures are logged as counted lines, not
+tracebacks.
+
+The faults, made deterministic and the same as root or not:
+- the disk is full: the gateway's RLIMIT_FSIZE is lowered to one byte (`prlimit`); SQLite's
+  writes fail with EFBIG (the "database or disk is full" of a full disk; Python ignores
+  SIGXFSZ), then the limit is put back. Every file the gateway writes meets it, its log
+  too (lines of that moment are lost): the carrier is the SMSC, another process, so that
+  the fault is the store's alone;
+- the database is locked for 25 s by a second process holding `BEGIN IMMEDIATE`.
+
+A database file made unwritable (`chmod`) is not a fault a running gateway meets: its
+descriptors were opened read-write before, and root ignores the mode. Its effect on a
+write, when there is one, is the failed commit the two faults above provoke.
+"""
+
+from __future__ import annotations
+
+import collections
+import resource
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e.delivery_support import all_settled, by_pair, query, wait_until
+from tests.e2e.operator_support import Sms
+from tests.e2e.test_smpp import marker_of, smpp_gateway
+from tests.gateway_process import GatewayProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+COUNT = 400
+LOCK_HELD_S = 25.0
+
+Fault = Callable[[GatewayProcess, Path], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def disk_full(gateway: GatewayProcess, db: Path) -> AsyncIterator[None]:
+    pid = gateway.process.pid
+    before = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, before[1]))
+    try:
+        yield
+        await trio.sleep(5)
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, before)
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+@asynccontextmanager
+async def write_lock_held(gateway: GatewayProcess, db: Path) -> AsyncIterator[None]:
+    async with trio.open_nursery() as nursery:
+        locked = trio.Event()
+
+        async def hold() -> None:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-c", HOLD_LOCK, str(db), str(LOCK_HELD_S)],
+                stdout=-1,
+            )
+            assert process.stdout is not None
+            assert (await process.stdout.receive_some()).startswith(b"locked")
+            locked.set()
+            with trio.fail_after(LOCK_HELD_S + 30):
+                assert await process.wait() == 0
+
+        nursery.start_soon(hold)
+        await locked.wait()
+        yield
+
+
+@pytest.mark.parametrize("fault", [disk_full, write_lock_held], ids=["disk_full", "locked"])
+async def test_a_store_fault_strands_nothing(tmp_path: Path, fault: Fault) -> None:
+    messages = [
+        Sms(f"f{n:03d}", f"8613600{n:06d}", f"Fault check f{n:03d}", msgtype=1 + n % 2)
+        for n in range(COUNT)
+    ]
+    # tps=100: the fault lands while most messages are still to be sent.
+    async with smpp_gateway(
+        tmp_path, smsc_options={"latency": 0.01}, carrier={"tps": 100}
+    ) as setup:
+        db = setup.workdir / "smsgw.db"
+        for start in range(0, COUNT, 100):
+            await setup.submit(messages[start : start + 100])
+        await setup.smsc.wait_for_count("submit_sm", 50, timeout=20)
+        async with fault(setup.gateway, db):
+            sent_in_fault = len(setup.smsc.events_of("submit_sm"))
+            await trio.sleep(1)
+        await wait_until(lambda: all_settled(db), timeout=90, what="everything final")
+        receipts = await setup.receipts_for(COUNT, timeout=30)
+        await trio.sleep(1)  # time for a duplicate to show up
+        receipts = setup.merchant.receipts()
+        submits = collections.Counter(
+            marker_of(event) for event in setup.smsc.events_of("submit_sm")
+        )
+        logged = setup.gateway.log_text()
+
+    assert sent_in_fault < COUNT, "the fault came after every submit"
+    rows = query(db, "SELECT msgid, state, stat FROM messages")
+    assert len(rows) == COUNT
+    # Nothing in doubt: every outcome the operator gave was recorded.
+    assert {(state, stat) for _, state, stat in rows} == {("delivered", "DELIVRD")}
+    assert set(submits) == {sms.msgid for sms in messages}
+    assert set(submits.values()) == {1}, collections.Counter(submits.values())
+    grouped = by_pair(receipts)
+    assert len(grouped) == COUNT and {len(each) for each in grouped.values()} == {1}
+    # One line per failure, repeats counted; one more when it went through.
+    assert "stored after" in logged, logged[-3000:]
+    assert "Traceback" not in logged, logged[-3000:]
