@@ -22,10 +22,9 @@ from typing import Protocol
 import attrs
 import trio
 
-from bench.loadgen import APPID, SECRET, frame_for
+from bench.loadgen import APPID, SECRET, cpu_seconds, frame_for
 from tests.gateway_process import GatewayProcess, gateway_process
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POLL_S = 0.02  # how often the peer's counters are read while a run goes
 RUN_TIMEOUT_S = 120.0  # a run that has not finished by then is reported as stuck
 
@@ -52,6 +51,7 @@ class GatewayRun:
     links: int
     window: int
     reports: bool  # the gateway asks for (and waits for) a report per message
+    workers: int = 1  # SMSGW_WORKERS: the links are divided among them
 
     @property
     def senders(self) -> int:
@@ -112,13 +112,6 @@ def _submit_batches(args: tuple[int, int, int, int]) -> int:
 # -- measuring ---------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (fields 14 and 15 of /proc/PID/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 async def wait_counter(peer: Peer, name: str, target: int, timeout: float) -> None:
     deadline = trio.current_time() + timeout
     while (await peer.stats()).get(name, 0) < target:
@@ -127,8 +120,9 @@ async def wait_counter(peer: Peer, name: str, target: int, timeout: float) -> No
         await trio.sleep(POLL_S)
 
 
-def gateway_env(carrier_url: str, batch: int) -> dict[str, str]:
+def gateway_env(carrier_url: str, batch: int, workers: int) -> dict[str, str]:
     return {
+        "SMSGW_WORKERS": str(workers),
         "SMSGW_APPS": f"{APPID}:{SECRET}",
         "SMSGW_CARRIER": carrier_url,
         "SMSGW_MAX_BATCH": str(max(batch, 1000)),
@@ -146,7 +140,7 @@ async def run_gateway(
     batch: int,
 ) -> GatewayResult:
     before = await peer.stats()
-    async with gateway_process(workdir, gateway_env(run.carrier_url, batch)) as gateway:
+    async with gateway_process(workdir, gateway_env(run.carrier_url, batch, run.workers)) as gateway:
         await wait_counter(peer, counters.links, before.get(counters.links, 0) + run.links, 10)
         return await _measure(peer, counters, gateway, run, before, messages, batch)
 

@@ -29,6 +29,7 @@ from smsgw.protocol.framing import encode_request
 
 APPID = "bench"
 SECRET = "bench-secret"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
@@ -185,9 +186,15 @@ class ServerProcess:
     port: int
 
     def peak_rss_mib(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        """The server's peak RSS, with its child processes' (a supervisor's workers)."""
+        pid = self.process.pid
+        children = child_pids(pid)
+        total = 0.0
+        for process in (pid, *map(int, children)):
+            status = Path(f"/proc/{process}/status").read_text()
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            total += int(match.group(1)) / 1024 if match else float("nan")
+        return total
 
     def stop(self) -> int:
         self.process.terminate()
@@ -229,6 +236,30 @@ def _drain_in_background(process: subprocess.Popen[str]) -> None:
 
     assert process.stdout is not None
     threading.Thread(target=drain, args=(process.stdout.readline,), daemon=True).start()
+
+
+def child_pids(pid: int) -> list[str]:
+    """The process's children, whichever of its threads started them (Trio starts
+    processes from a worker thread)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children.extend((task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return children
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children alive now (a supervisor's workers;
+    fields 14 and 15 of /proc/PID/stat)."""
+    children = child_pids(pid)
+    total = 0.0
+    for process in (pid, *map(int, children)):
+        stat = Path(f"/proc/{process}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def python() -> str:

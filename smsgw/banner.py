@@ -14,7 +14,7 @@ def banner(config: Config, info: GatewayInfo) -> str:
     """The start-up banner, one line per fact, each ending in a newline."""
     where = ", ".join(str(endpoint) for endpoint in info.listen)
     tls = " (TLS)" if config.tls_cert else ""
-    workers = _workers(config)
+    workers = config.workers
     processes = f"{workers} worker{'s' if workers > 1 else ''}"
     lines = [
         f"smsgw {__version__} listening on {where}{tls} ({processes})",
@@ -31,13 +31,6 @@ def banner(config: Config, info: GatewayInfo) -> str:
     else:
         lines.extend(f"  app {_app(app)}" for app in config.apps)
     return "".join(f"{line}\n" for line in lines)
-
-
-def _workers(config: Config) -> int:
-    # One process until SMSGW_WORKERS (issue 7) gives Config a `workers` count; then its
-    # value shows here with no other change.
-    count: int = getattr(config, "workers", 1)
-    return count
 
 
 def _app(app: AppConfig) -> str:

@@ -27,6 +27,7 @@ from smsgw.config import (
     Config,
     ConfigError,
     config_error_in,
+    exception_in,
     load_config,
 )
 from smsgw.gateway import Gateway, GatewayInfo, start_store, store_from_config
@@ -37,6 +38,7 @@ from smsgw.protocol.status import Status
 from smsgw.pusher import encode_item
 from smsgw.records import InboundRecord
 from smsgw.store.base import MessageHistory, Store
+from smsgw.supervisor import Supervisor, WorkerStartFailed
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -181,11 +183,36 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config()
         setup_logging(config.log_level, config.log_format)
-        _raise_open_files_limit()
+        if config.workers > 1:
+            return trio.run(_supervise_async, config)
+        raise_open_files_limit()
         trio.run(_serve_async, config)
-    except (ConfigError, BaseExceptionGroup) as exc:
+    except (ConfigError, WorkerStartFailed, BaseExceptionGroup) as exc:
+        failed = exception_in(exc, WorkerStartFailed)
+        if failed is not None:
+            print(f"smsgw: {failed}: not starting", file=sys.stderr)
+            return failed.code if failed.code == EXIT_CONFIG else 1
         return _explain_config_error(exc)
     return 0
+
+
+async def _supervise_async(config: Config) -> int:
+    supervisor = Supervisor(config)
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_pass_signals_on, supervisor)
+        async with trio.open_nursery() as inner:
+            info = await inner.start(supervisor.run)
+            _announce(config, info)
+        outer.cancel_scope.cancel()
+    return supervisor.exit_code
+
+
+async def _pass_signals_on(supervisor: Supervisor) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if supervisor.shutdown_requested:
+                print(f"smsgw: {signal.Signals(signum).name} again: stopping now", flush=True)
+            supervisor.shutdown(now=supervisor.shutdown_requested)
 
 
 def _explain_config_error(exc: BaseException) -> int:
@@ -201,14 +228,14 @@ def _explain_config_error(exc: BaseException) -> int:
 async def _serve_async(config: Config) -> None:
     gateway = Gateway(config)
     async with trio.open_nursery() as outer:
-        outer.start_soon(_stop_on_signals, gateway, outer.cancel_scope)
+        outer.start_soon(stop_on_signals, gateway, outer.cancel_scope)
         async with trio.open_nursery() as inner:
             info = await inner.start(gateway.run)
             _announce(config, info)
         outer.cancel_scope.cancel()
 
 
-async def _stop_on_signals(gateway: Gateway, everything: trio.CancelScope) -> None:
+async def stop_on_signals(gateway: Gateway, everything: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if gateway.shutdown_requested:
@@ -226,7 +253,7 @@ def _announce(config: Config, info: GatewayInfo) -> None:
     sys.stdout.flush()
 
 
-def _raise_open_files_limit() -> None:
+def raise_open_files_limit() -> None:
     """Each connection is a descriptor: take the hard limit so SMSGW_MAX_CONNECTIONS fits."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:

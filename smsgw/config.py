@@ -38,16 +38,24 @@ class ConfigError(Exception):
         self.reason = reason
 
 
-def config_error_in(exc: BaseException) -> ConfigError | None:
-    """The ConfigError an exception is or carries (nurseries wrap errors raised at start-up
+E = TypeVar("E", bound=BaseException)
+
+
+def exception_in(exc: BaseException, kind: type[E]) -> E | None:
+    """The `kind` of exception `exc` is or carries (nurseries wrap errors raised at start-up
     in exception groups), or None."""
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            if (found := config_error_in(inner)) is not None:
+            if (found := exception_in(inner, kind)) is not None:
                 return found
     return None
+
+
+def config_error_in(exc: BaseException) -> ConfigError | None:
+    """The ConfigError an exception is or carries, or None."""
+    return exception_in(exc, ConfigError)
 
 
 @attrs.frozen
@@ -120,6 +128,7 @@ class Config:
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     metrics: Endpoint | None = None
+    workers: int = 1  # processes (SMSGW_WORKERS; `auto` resolved to the cores here)
     tls_cert: str | None = None
     tls_key: str | None = None
 
@@ -141,13 +150,46 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
 
 
-async def open_listeners(variable: str, endpoint: Endpoint) -> list[trio.SocketListener]:
+async def open_listeners(
+    variable: str, endpoint: Endpoint, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
     """TCP listeners on an endpoint a variable names; a ConfigError naming the variable
-    when the address cannot be had (in use, not this machine's, not allowed)."""
+    when the address cannot be had (in use, not this machine's, not allowed).
+
+    `reuse_port`: each of several processes opens its own listener on the same port and
+    the kernel spreads new connections among them (SO_REUSEPORT, which
+    `trio.open_tcp_listeners` cannot set: its options are set before the bind)."""
     try:
-        return await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+        if not reuse_port:
+            return await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+        return await _open_reuse_port_listeners(endpoint)
     except OSError as exc:
         raise ConfigError(variable, f"cannot listen on {endpoint}: {exc.strerror or exc}") from None
+
+
+LISTEN_BACKLOG = 0xFFFF  # trio's default: the kernel caps it at somaxconn
+
+
+async def _open_reuse_port_listeners(endpoint: Endpoint) -> list[trio.SocketListener]:
+    listeners: list[trio.SocketListener] = []
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+        endpoint.host, endpoint.port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    ):
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError:
+            sock.close()
+            for listener in listeners:
+                listener.socket.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -395,6 +437,26 @@ def _readable_file(path: str) -> str:
     return path
 
 
+MAX_WORKERS = 256
+
+
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return available_cores()
+    try:
+        return _int_at_least(1, MAX_WORKERS)(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto: one per core)") from None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not every core of the host)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 # --- the variables ---
 
 
@@ -632,6 +694,14 @@ SETTINGS: tuple[Setting, ...] = (
         "metrics",
         parse_endpoint,
     ),
+    Setting(
+        "SMSGW_WORKERS",
+        "`1`",
+        "worker processes (see Workers); `auto`: one per core this process may use, at most"
+        " one per SMPP or CMPP bind",
+        "workers",
+        _workers,
+    ),
 )
 
 # Variables a test harness sets for itself (SMSGW_TEST_PYZ, SMSGW_TEST_PG_DSN): never the
@@ -703,4 +773,28 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         apps = [AppConfig(appid=DEMO_APPID, secret=DEMO_SECRET)]
         values["demo"] = True
     values["apps"] = tuple(apps)
+    if "workers" in values:
+        values["workers"] = _workers_for_carrier(
+            values["workers"], values.get("carrier_url", defaults.carrier_url), env
+        )
     return attrs.evolve(defaults, **values)
+
+
+def _workers_for_carrier(workers: int, carrier_url: str, env: Mapping[str, str]) -> int:
+    """Each worker needs its own share of the carrier (SMPP, CMPP: a bind at least): `auto`
+    is capped there, a number past it is an error."""
+    from smsgw.carriers import divisions  # the carriers import this module
+
+    try:
+        most = divisions(carrier_url)
+    except ValueError:
+        return workers  # the gateway names the bad URL when it builds the carrier
+    if most is None or workers <= most:
+        return workers
+    if env.get("SMSGW_WORKERS", "").strip().lower() == "auto":
+        return most
+    raise ConfigError(
+        "SMSGW_WORKERS",
+        f"{workers} workers need at least {workers} binds (one each), the carrier has "
+        f"binds={most}: raise binds or lower SMSGW_WORKERS",
+    )

@@ -19,14 +19,17 @@ import trio
 from smsgw.carriers import open_carrier
 from smsgw.carriers.base import Carrier, ReceivedMo, ReceivesMo
 from smsgw.clock import WallClock
+from smsgw.collectors import GatewayCollector, PipelineCollector, StoreCollector
 from smsgw.config import Config, ConfigError, Endpoint
 from smsgw.inbox import store_inbound
 from smsgw.lease import Lease
 from smsgw.metrics import MetricsServer
+from smsgw.observe import Check, Observed, Sample, checks_of, samples_of
 from smsgw.pipeline import Pipeline
 from smsgw.pusher import Pusher
 from smsgw.retention import Retention
 from smsgw.server import Server
+from smsgw.shares import ALONE, Share
 from smsgw.store import open_store
 from smsgw.store.base import Store, StoreError
 from smsgw.store.wake import Wake, WakeSource
@@ -52,9 +55,9 @@ def store_from_config(config: Config, *, read_only: bool = False) -> Store:
         raise ConfigError("SMSGW_DB", str(exc)) from None
 
 
-def carrier_from_config(config: Config, clock: WallClock) -> Carrier:
+def carrier_from_config(config: Config, clock: WallClock, share: Share = ALONE) -> Carrier:
     try:
-        return open_carrier(config.carrier_url, now_ms=clock.now_ms)
+        return open_carrier(config.carrier_url, now_ms=clock.now_ms, share=share)
     except ValueError as exc:
         raise ConfigError("SMSGW_CARRIER", str(exc)) from None
 
@@ -69,7 +72,9 @@ async def start_store(nursery: trio.Nursery, store: Store) -> None:
 
 class Gateway:
     """Build inside `trio.run` (the clock follows Trio's). `store=` / `carrier=` replace
-    the ones the configuration names (tests)."""
+    the ones the configuration names (tests). `share`: this process is one of several
+    workers (`smsgw.supervisor`): it gets its share of the carrier's limits, and only the
+    first worker pushes receipts and deletes old rows (pushes to one app stay in order)."""
 
     def __init__(
         self,
@@ -78,11 +83,13 @@ class Gateway:
         store: Store | None = None,
         carrier: Carrier | None = None,
         clock: WallClock | None = None,
+        share: Share = ALONE,
     ) -> None:
         self.config = config
+        self.share = share
         self.clock = clock or WallClock()
         self.store = store or store_from_config(config)
-        self.carrier = carrier or carrier_from_config(config, self.clock)
+        self.carrier = carrier or carrier_from_config(config, self.clock, share)
         self.server = Server(config, self.store, self.clock)
         # This process's owner of the rows it claims and the outboxes it pushes.
         self.lease = Lease(self.store, self.clock, config.lease)
@@ -95,23 +102,27 @@ class Gateway:
         self._shutdown = trio.Event()
         self.retention = (
             Retention(self.store, self.clock, config.retention)
-            if config.retention is not None
+            if config.retention is not None and share.first
             else None
         )
-        self.metrics = (
-            MetricsServer(
-                config.metrics,
-                store=self.store,
-                carrier=self.carrier,
-                server=self.server,
-                pipeline=self.pipeline,
-                pusher=self.pusher,
-                retention=self.retention,
-                shutting_down=lambda: self.shutdown_requested,
-            )
-            if config.metrics is not None
-            else None
-        )
+        self.observed: list[Observed] = [
+            GatewayCollector(lambda: self.shutdown_requested),
+            self.server,
+            PipelineCollector(self.pipeline),
+            self.pusher,
+            *([self.carrier] if isinstance(self.carrier, Observed) else []),
+            *([self.retention] if self.retention is not None else []),
+            StoreCollector(self.store),
+        ]
+        self.metrics = MetricsServer(config.metrics, self) if config.metrics else None
+
+    async def samples(self) -> list[Sample]:
+        """What /metrics shows: every part's samples (the gateway is a `Source`)."""
+        return await samples_of(self.observed)
+
+    async def checks(self) -> list[Check]:
+        """What /healthz checks: every part's checks."""
+        return await checks_of(self.observed)
 
     def _woken(self, wake: Wake) -> None:
         if wake.due_ms is not None:
@@ -148,7 +159,8 @@ class Gateway:
                 await upstream.start(self.lease.run)
                 await upstream.start(self.carrier.run)
                 async with trio.open_nursery() as pushing:
-                    await pushing.start(self.pusher.run)
+                    if self.share.first:
+                        await pushing.start(self.pusher.run)
                     async with trio.open_nursery() as sending:
                         await sending.start(self.pipeline.run)
                         deadline = await self._serve(task_status, metrics)

@@ -27,7 +27,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def setup_logging(level: str, fmt: Literal["text", "json"]) -> None:
+class _WorkerField(logging.Filter):
+    """Adds the worker's number to each record (a structured field in JSON lines)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def setup_logging(level: str, fmt: Literal["text", "json"], *, worker: int | None = None) -> None:
+    """`worker`: this process is that worker (1-based) of several; each line says so."""
     # Fields no line shows, skipped as the logging HOWTO's "Optimization" section says: the
     # calling frame's file and line (a stack walk per record), thread and process names.
     logging._srcfile = None
@@ -38,7 +51,12 @@ def setup_logging(level: str, fmt: Literal["text", "json"]) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        tag = "" if worker is None else f"[worker {worker}] "
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s {tag}%(message)s")
+        )
+    if worker is not None:
+        handler.addFilter(_WorkerField(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,14 +1,16 @@
 """`SMSGW_METRICS`: a small HTTP endpoint with Prometheus-style `/metrics` and `/healthz`.
 
 HTTP is h11 (sans-IO, like our own framing); the text exposition format is
-prometheus_client's, fed by a collector built from the gateway's own counters at each scrape
-(no global registry, nothing counted twice). One request per connection; every read and
+prometheus_client's, fed at each scrape by the samples a `smsgw.observe.Source` gives (one
+gateway process, or a supervisor merging its workers'): this module knows none of the
+gateway's parts, only how to serve what they show (no global registry, nothing counted
+twice). One request per connection; every read and
 write under a deadline; at most `MAX_CONNECTIONS` at once (more are answered 503 at once,
 before their request is read).
 
-`/healthz` answers 200 while the gateway can take and send messages: not shutting down, the
-store answering a read, and (for carriers with binds) at least one bind up; else 503. Its
-JSON body names each check, for whoever reads it at 3 a.m.
+`/healthz` answers 200 while every check the source gives holds (the gateway's: not
+shutting down, the store answering a read, for carriers with binds at least one bind up);
+else 503. Its JSON body names each check, for whoever reads it at 3 a.m.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Iterable, Sequence
+from typing import Final
 
 import attrs
 import h11
@@ -31,14 +33,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from smsgw import __version__
 from smsgw.config import Endpoint, open_listeners
-from smsgw.histogram import Histogram
-from smsgw.pipeline import Pipeline
-from smsgw.pusher import Pusher
-from smsgw.retention import Retention
-from smsgw.server import Server
-from smsgw.store.base import State, Store, StoreError
+from smsgw.observe import Check, Kind, Sample, Source
 from smsgw.streams import discard_input
 
 log = logging.getLogger("smsgw.metrics")
@@ -47,10 +43,7 @@ MAX_CONNECTIONS: Final = 16
 READ_TIMEOUT_S: Final = 10.0
 WRITE_TIMEOUT_S: Final = 10.0
 MAX_REQUEST_HEAD: Final = 16 * 1024  # request line and headers; a scraper's are a few hundred
-STORE_TIMEOUT_S: Final = 5.0  # a store read for a scrape or a health check
-# Counting messages by state reads an index of every row: scrapes closer together than this
-# share one count, so a tight scrape loop cannot load the store.
-COUNTS_MAX_AGE_S: Final = 5.0
+SOURCE_TIMEOUT_S: Final = 10.0  # past this a scrape answers 503 rather than wait on
 RECEIVE_CHUNK: Final = 4096
 DRAIN_TIMEOUT_S: Final = 1.0  # after answering a bad request, for the rest of it to arrive
 _BUSY_BODY: Final = b"too many metrics connections\n"
@@ -60,51 +53,15 @@ _BUSY_RESPONSE: Final = (
     % (len(_BUSY_BODY), _BUSY_BODY)
 )
 
-_PIPELINE_COUNTERS: Final = (
-    ("submits", "submit attempts handed to the carrier"),
-    ("claimed", "messages claimed from the store for sending"),
-    ("requeued", "claimed messages put back unsent (shutdown, throttling)"),
-    ("recovered", "submits found in doubt at start-up and decided"),
-    ("reports", "delivery reports read from the carrier"),
-    ("reports_unmatched", "reports kept because their operator id was not known yet"),
-    ("reports_rematched", "kept reports matched later"),
-    ("reports_dropped", "kept reports given up (too many or too old)"),
-    ("reports_duplicate", "reports for a part already reported"),
-    ("reports_ignored", "reports for a message no longer waiting for one"),
-    ("reports_timed_out", "messages failed because no report came (SMSGW_REPORT_TIMEOUT)"),
-)
-_PUSH_COUNTERS: Final = (
-    ("sends", "push frames sent (or tried) to the merchant"),
-    ("acknowledged", "push frames the merchant answered with status 0"),
-    ("failed", "push frames that failed (no answer, refused, non-0 status)"),
-    ("items_done", "receipt items acknowledged"),
-    ("items_abandoned", "receipt items given up after SMSGW_PUSH_ATTEMPTS sends"),
-)
-
-
-@runtime_checkable
-class CountsCommits(Protocol):
-    """A store that counts its group commits (SqliteStore)."""
-
-    commit_count: int
-    ops_committed: int
-
-
-@runtime_checkable
-class HasBinds(Protocol):
-    """A carrier with network binds (SMPP, CMPP): `sessions` configured, `bound_sessions` up."""
-
-    @property
-    def sessions(self) -> Sequence[object]: ...
-
-    @property
-    def bound_sessions(self) -> int: ...
-
 
 @attrs.frozen
 class Health:
     ok: bool
     checks: dict[str, str]
+
+    @classmethod
+    def of(cls, checks: Sequence[Check]) -> Health:
+        return cls(all(check.ok for check in checks), {c.name: c.detail for c in checks})
 
     def body(self) -> bytes:
         status = "ok" if self.ok else "unavailable"
@@ -130,32 +87,12 @@ class _Families(Collector):
 
 
 class MetricsServer:
-    """Serves the gateway's parts' counters; `shutting_down` tells /healthz to say 503."""
+    """Serves what `source` shows: its samples at /metrics, its checks at /healthz."""
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        *,
-        store: Store,
-        carrier: object,
-        server: Server,
-        pipeline: Pipeline,
-        pusher: Pusher,
-        retention: Retention | None,
-        shutting_down: Callable[[], bool],
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, source: Source) -> None:
         self.endpoint = endpoint
-        self.store = store
-        self.carrier = carrier
-        self.server = server
-        self.pipeline = pipeline
-        self.pusher = pusher
-        self.retention = retention
-        self.shutting_down = shutting_down
+        self.source = source
         self.active_connections = 0
-        self._counts_lock = trio.Lock()
-        self._counts: tuple[dict[str, int], dict[str, int]] | None = None
-        self._counts_at = -float("inf")
 
     async def run(
         self, *, task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED
@@ -207,162 +144,49 @@ class MetricsServer:
         if path == b"/healthz":
             health = await self.health()
             return _Reply(200 if health.ok else 503, "application/json", health.body())
-        return _Reply(200, CONTENT_TYPE_LATEST, await self.exposition())
+        exposition = await self.exposition()
+        if exposition is None:
+            return _text(503, "the gateway did not answer in time\n")
+        return _Reply(200, CONTENT_TYPE_LATEST, exposition)
 
     # --- content ---
 
     async def health(self) -> Health:
-        checks: dict[str, str] = {}
-        ok = True
-        if self.shutting_down():
-            checks["gateway"], ok = "shutting down", False
+        with trio.move_on_after(SOURCE_TIMEOUT_S):
+            return Health.of(await self.source.checks())
+        return Health(False, {"gateway": "not answering"})
+
+    async def exposition(self) -> bytes | None:
+        with trio.move_on_after(SOURCE_TIMEOUT_S):
+            found = await self.source.samples()
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_Families(families(found)))
+            return generate_latest(registry)
+        return None
+
+
+def families(samples: Iterable[Sample]) -> list[Metric]:
+    """Prometheus metric families of samples, in the order their names first appear."""
+    by_name: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_name.setdefault(sample.name, []).append(sample)
+    found: list[Metric] = []
+    for name, group in by_name.items():
+        first = group[0]
+        labels = [label for label, _ in first.labels]
+        family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
+        if first.kind is Kind.HISTOGRAM:
+            family = HistogramMetricFamily(name, first.doc, labels=labels)
+            for sample in group:
+                values = [value for _, value in sample.labels]
+                family.add_metric(values, list(sample.buckets), sample.value)
         else:
-            checks["gateway"] = "ok"
-        try:
-            with trio.fail_after(STORE_TIMEOUT_S):
-                await self.store.next_due_at()
-            checks["store"] = "ok"
-        except (StoreError, trio.TooSlowError) as exc:
-            checks["store"], ok = f"not answering: {exc or 'timeout'}", False
-        if isinstance(self.carrier, HasBinds):
-            up, configured = self.carrier.bound_sessions, len(self.carrier.sessions)
-            checks["carrier"] = f"{up}/{configured} binds up"
-            ok = ok and up > 0
-        return Health(ok, checks)
-
-    async def exposition(self) -> bytes:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(await self.families()))
-        return generate_latest(registry)
-
-    async def families(self) -> list[Metric]:
-        families: list[Metric] = []
-
-        def gauge(name: str, doc: str, value: float) -> None:
-            families.append(GaugeMetricFamily(name, doc, value=value))
-
-        def counter(name: str, doc: str, value: float) -> None:
-            families.append(CounterMetricFamily(name, doc, value=value))
-
-        info = GaugeMetricFamily("smsgw_info", "the gateway's version", labels=["version"])
-        info.add_metric([__version__], 1)
-        families.append(info)
-        gauge("smsgw_shutting_down", "1 once a graceful stop has begun", self.shutting_down())
-
-        server = self.server
-        gauge("smsgw_connections", "merchant connections open", server.active_connections)
-        responses = CounterMetricFamily(
-            "smsgw_responses", "answers to merchant requests, by status", labels=["status"]
-        )
-        for status, count in sorted(server.responses.items()):
-            responses.add_metric([status], count)
-        families.append(responses)
-        counter(
-            "smsgw_refused_busy",
-            "connections answered 1008: over a connection cap, or shed to make room",
-            server.refused_busy,
-        )
-        counter(
-            "smsgw_refused_unanswered",
-            "connections closed unanswered: as many refused ones were waiting to close",
-            server.refused_unanswered,
-        )
-        counter(
-            "smsgw_connections_shed",
-            "connections closed before their first whole frame to make room for a new one",
-            server.connections_shed,
-        )
-        counter(
-            "smsgw_messages_accepted",
-            "messages stored from A001 (answered 0, new)",
-            server.messages_accepted,
-        )
-
-        families.append(
-            _histogram(
-                "smsgw_request_seconds",
-                "merchant requests, from the start of the read to the answer written",
-                server.request_seconds,
-            )
-        )
-
-        stats = self.pipeline.stats
-        for field, doc in _PIPELINE_COUNTERS:
-            counter(f"smsgw_pipeline_{field}", doc, getattr(stats, field))
-
-        families.append(
-            _histogram(
-                "smsgw_submit_seconds",
-                "carrier submits of a message (all its parts), whatever their outcome",
-                self.pipeline.submit_seconds,
-            )
-        )
-
-        for field, doc in _PUSH_COUNTERS:
-            family = CounterMetricFamily(f"smsgw_push_{field}", doc, labels=["appid"])
-            for appid, app_stats in sorted(self.pusher.stats.items()):
-                family.add_metric([appid], getattr(app_stats, field))
-            families.append(family)
-
-        if isinstance(self.carrier, HasBinds):
-            gauge("smsgw_carrier_binds", "binds configured", len(self.carrier.sessions))
-            gauge("smsgw_carrier_binds_up", "binds up", self.carrier.bound_sessions)
-
-        if self.retention is not None:
-            deleted = CounterMetricFamily(
-                "smsgw_retention_deleted", "rows past SMSGW_RETENTION deleted", labels=["table"]
-            )
-            deleted.add_metric(["messages"], self.retention.stats.messages_deleted)
-            deleted.add_metric(["inbound"], self.retention.stats.inbound_deleted)
-            families.append(deleted)
-
-        if isinstance(self.store, CountsCommits):
-            counter("smsgw_store_commits", "group commits", self.store.commit_count)
-            counter(
-                "smsgw_store_ops_committed",
-                "writes those commits carried",
-                self.store.ops_committed,
-            )
-        counts = await self._store_counts()
-        if counts is not None:
-            messages, pushes = counts
-            by_state = GaugeMetricFamily(
-                "smsgw_messages", "messages in the store, by state", labels=["state"]
-            )
-            for state in State:
-                by_state.add_metric([state.value], messages.get(state.value, 0))
-            families.append(by_state)
-            push_states = GaugeMetricFamily(
-                "smsgw_pushes", "receipt push items in the store, by state", labels=["state"]
-            )
-            for state_name, count in sorted(pushes.items()):
-                push_states.add_metric([state_name], count)
-            families.append(push_states)
-        gauge(
-            "smsgw_store_up",
-            "1 when the last count of the store's rows succeeded",
-            counts is not None,
-        )
-        return families
-
-    async def _store_counts(self) -> tuple[dict[str, int], dict[str, int]] | None:
-        async with self._counts_lock:
-            now = trio.current_time()
-            if self._counts is None or now - self._counts_at >= COUNTS_MAX_AGE_S:
-                try:
-                    with trio.fail_after(STORE_TIMEOUT_S):
-                        self._counts = (await self.store.counts(), await self.store.push_counts())
-                except (StoreError, trio.TooSlowError) as exc:
-                    log.warning("metrics: store counts failed: %s", exc or "timeout")
-                    self._counts = None
-                self._counts_at = now
-            return self._counts
-
-
-def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
-    return HistogramMetricFamily(
-        name, doc, buckets=histogram.cumulative(), sum_value=histogram.total_s
-    )
+            kind = CounterMetricFamily if first.kind is Kind.COUNTER else GaugeMetricFamily
+            family = kind(name, first.doc, labels=labels)
+            for sample in group:
+                family.add_metric([value for _, value in sample.labels], sample.value)
+        found.append(family)
+    return found
 
 
 async def _refuse_busy(stream: trio.SocketStream) -> None:

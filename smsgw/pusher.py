@@ -28,6 +28,7 @@ from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config
 from smsgw.lease import Lease, RetryLog
 from smsgw.lifecycle import PushKind
+from smsgw.observe import Check, Sample, counter
 from smsgw.protocol.framing import ProtocolError, response_command
 from smsgw.protocol.messages import (
     BodyError,
@@ -81,6 +82,15 @@ def push_backoff_s(sends: int, base_s: float) -> float:
     return float(min(base_s * 2.0 ** min(max(sends - 1, 0), 64), MAX_PUSH_BACKOFF_S))
 
 
+_PUSH_COUNTERS: Final = (
+    ("sends", "push frames sent (or tried) to the merchant"),
+    ("acknowledged", "push frames the merchant answered with status 0"),
+    ("failed", "push frames that failed (no answer, refused, non-0 status)"),
+    ("items_done", "receipt items acknowledged"),
+    ("items_abandoned", "receipt items given up after SMSGW_PUSH_ATTEMPTS sends"),
+)
+
+
 @attrs.define
 class AppPushStats:
     sends: int = 0  # frames sent (or tried)
@@ -114,6 +124,16 @@ class Pusher:
         self._wakes = {app.appid: trio.Event() for app in self._apps}
         self.stats: dict[str, AppPushStats] = {app.appid: AppPushStats() for app in self._apps}
         self._stopping = False
+
+    async def samples(self) -> list[Sample]:
+        return [
+            counter(f"smsgw_push_{field}", doc, getattr(stats, field), appid=appid)
+            for field, doc in _PUSH_COUNTERS
+            for appid, stats in sorted(self.stats.items())
+        ]
+
+    async def checks(self) -> list[Check]:
+        return []  # a merchant's endpoint being down is the merchant's, not the gateway's
 
     def wake(self, appid: str) -> None:
         """The app has new outbox items: its task looks now (unknown apps are ignored)."""

@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from smsgw.clock import WallClock
+from smsgw.observe import Check, Sample, counter
 from smsgw.store.base import RetentionStore, StoreError
 
 log = logging.getLogger("smsgw.retention")
@@ -39,6 +40,16 @@ class Retention:
         self.clock = clock
         self.retention_ms = int(retention_s * 1000)
         self.stats = RetentionStats()
+
+    async def samples(self) -> list[Sample]:
+        doc = "rows past SMSGW_RETENTION deleted"
+        return [
+            counter("smsgw_retention_deleted", doc, self.stats.messages_deleted, table="messages"),
+            counter("smsgw_retention_deleted", doc, self.stats.inbound_deleted, table="inbound"),
+        ]
+
+    async def checks(self) -> list[Check]:
+        return []  # a failed sweep is tried again; the store's own check tells of the store
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

@@ -25,6 +25,7 @@ from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
 from smsgw.histogram import Histogram
 from smsgw.logs import RepeatLog
+from smsgw.observe import Check, Sample, counter, gauge, histogram
 from smsgw.protocol.framing import (
     ConnectionClosed,
     LengthStyle,
@@ -118,7 +119,9 @@ class Server:
         """Serve until `stop_accepting()`; then wait for the connections in hand to finish,
         for at most the shutdown grace period."""
         listen = self.config.listen
-        tcp_listeners = await open_listeners("SMSGW_LISTEN", listen)
+        tcp_listeners = await open_listeners(
+            "SMSGW_LISTEN", listen, reuse_port=self.config.workers > 1
+        )
         listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
         if self._ssl_context is not None:
             listeners = [
@@ -143,6 +146,47 @@ class Server:
         self._stopping = True
         if self._accept_scope is not None:
             self._accept_scope.cancel()
+
+    # --- /metrics and /healthz ---
+
+    async def samples(self) -> list[Sample]:
+        return [
+            gauge("smsgw_connections", "merchant connections open", self.active_connections),
+            *(
+                counter(
+                    "smsgw_responses", "answers to merchant requests, by status", n, status=status
+                )
+                for status, n in sorted(self.responses.items())
+            ),
+            counter(
+                "smsgw_refused_busy",
+                "connections answered 1008: over a connection cap, or shed to make room",
+                self.refused_busy,
+            ),
+            counter(
+                "smsgw_refused_unanswered",
+                "connections closed unanswered: as many refused ones were waiting to close",
+                self.refused_unanswered,
+            ),
+            counter(
+                "smsgw_connections_shed",
+                "connections closed before their first whole frame to make room for a new one",
+                self.connections_shed,
+            ),
+            counter(
+                "smsgw_messages_accepted",
+                "messages stored from A001 (answered 0, new)",
+                self.messages_accepted,
+            ),
+            histogram(
+                "smsgw_request_seconds",
+                "merchant requests, from the start of the read to the answer written",
+                self.request_seconds,
+            ),
+        ]
+
+    async def checks(self) -> list[Check]:
+        return []  # what it needs to answer is the store's check
 
     # --- one connection ---
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from smsgw import collectors
 from smsgw import metrics as metrics_module
 from smsgw.gateway import Gateway
 from smsgw.metrics import MAX_CONNECTIONS, MAX_REQUEST_HEAD, MetricsServer
@@ -124,7 +125,7 @@ async def test_store_counts_are_shared_by_scrapes_close_together(
         assert await stored() == 0
         assert (await submit_raw(gw.port, [item()]))["status"] == "0"
         assert await stored() == 0  # within COUNTS_MAX_AGE_S: the earlier count
-        monkeypatch.setattr(metrics_module, "COUNTS_MAX_AGE_S", 0.0)
+        monkeypatch.setattr(collectors, "COUNTS_MAX_AGE_S", 0.0)
         assert await stored() == 1
 
 

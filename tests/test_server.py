@@ -399,6 +399,36 @@ async def test_two_thousand_connections_at_once(tmp_path: Path) -> None:
         await assert_still_serving(gw.port)
 
 
+async def test_a_refused_connection_ends_its_side_and_waits_for_the_clients_close(
+    tmp_path: Path,
+) -> None:
+    # The 1008 comes with the server's end of stream, so a client reading to the end has it
+    # at once. A loaded client may write its request seconds later: the server still reads
+    # it, because a close that met unread input would reset the connection, and a reset
+    # destroys an answer the client has not read yet.
+    config = make_config(tmp_path, SMSGW_MAX_CONNECTIONS="1", SMSGW_READ_TIMEOUT="20s")
+    async with running_gateway(config) as gw:
+        with trio.fail_after(30):
+            # Over the cap, the new connection takes the place of the one that has sent
+            # nothing yet: that one is refused.
+            refused = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            while gw.gateway.server.active_connections < 1:  # noqa: ASYNC110 - a count
+                await trio.sleep(0.01)
+            holder = await trio.open_tcp_stream("127.0.0.1", gw.port)
+            received = b""
+            while chunk := await refused.receive_some(65536):
+                received += chunk
+            assert reply_body(received)["status"] == "1008"
+            await trio.sleep(1.5)  # past the fixed second the server used to wait
+            frame = submit_frame([item(msgid="late")])
+            await refused.send_all(frame)
+            await trio.sleep(0.3)  # a closed server's reset to the first write would be back
+            await refused.send_all(frame)
+            await refused.aclose()
+            await holder.aclose()
+        assert await stored_count(gw.store) == 0
+
+
 async def test_tls_listener(tmp_path: Path) -> None:
     authority = trustme.CA()
     cert = authority.issue_cert("127.0.0.1")

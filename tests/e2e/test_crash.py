@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import collections
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,22 @@ class Outcome:
     receipts: dict[Pair, list[dict[str, Any]]]  # A002 items the merchant received
 
 
+def loaded_env(tmp_path: Path, merchant: str, **extra: str) -> dict[str, str]:
+    """The gateway of these runs (see `run_interrupted`)."""
+    return gateway_env(
+        tmp_path,
+        sim_url(tmp_path / "sim.log", latency=0.1, dlr_delay="none", fail=0.1),
+        merchant,
+        SMSGW_SENDERS="64",
+        SMSGW_MAX_RETRIES=str(MAX_RETRIES),
+        **extra,
+    )
+
+
 async def run_interrupted(
-    tmp_path: Path, interrupt: Callable[[GatewayProcess], Awaitable[None]]
+    tmp_path: Path,
+    interrupt: Callable[[GatewayProcess], Awaitable[None]],
+    extra_env: Mapping[str, str] | None = None,
 ) -> Outcome:
     log = tmp_path / "sim.log"
     db = tmp_path / "smsgw.db"
@@ -145,13 +159,7 @@ async def run_interrupted(
             # final outcome. The simulator lives in the gateway's process, so the reports it
             # still owed die with it, and the gateway has no timeout for a report that
             # never comes: those messages would stay "submitted" for ever.
-            env = gateway_env(
-                tmp_path,
-                sim_url(log, latency=0.1, dlr_delay="none", fail=0.1),
-                merchant.address,
-                SMSGW_SENDERS="64",
-                SMSGW_MAX_RETRIES=str(MAX_RETRIES),
-            )
+            env = loaded_env(tmp_path, merchant.address, **(extra_env or {}))
             n.start_soon(clients)
             async with gateway_process(tmp_path, env) as first:
                 gateway.set(first.address)
@@ -171,6 +179,14 @@ async def run_interrupted(
                 await wait_until(lambda: all_settled(db), timeout=30, what="everything final")
                 assert await second.terminate() == 0
 
+    return outcome_of(tmp_path, submissions, left_behind, merchant)
+
+
+def outcome_of(
+    tmp_path: Path, submissions: Submissions, left_behind: dict[str, int], merchant: ListenProcess
+) -> Outcome:
+    """What the database, the simulator's log and the merchant's receipts say of a run."""
+    db = tmp_path / "smsgw.db"
     rows = {
         (msgid, phone): (msgtype, state, attempts, stat)
         for msgid, phone, msgtype, state, attempts, stat in query(
@@ -189,7 +205,7 @@ async def run_interrupted(
         left_behind=left_behind,
         rows=rows,
         recovered=recovered,
-        submits=submits_per_msgid(log),
+        submits=submits_per_msgid(tmp_path / "sim.log"),
         receipts=by_pair(merchant.receipts()),
     )
 

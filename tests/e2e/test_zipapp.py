@@ -301,3 +301,15 @@ async def test_zipapp_on_postgresql(tmp_path: Path, pg_url: str) -> None:
         listed = await run_cli(["inbox"], base_env(tmp_path, env))
         assert listed.returncode == 0, listed.stderr
     assert gw.process.returncode == 0
+
+
+async def test_zipapp_runs_two_workers(tmp_path: Path) -> None:
+    # The workers are started from the supervisor's interpreter and module path: the
+    # zipapp's unpacked site-packages, not an installed smsgw.
+    env = {"SMSGW_METRICS": "127.0.0.1:0", "SMSGW_WORKERS": "2"}
+    async with gateway_process(tmp_path, env) as gw:
+        metrics_port = await gw.metrics_port()
+        health = await http(metrics_port, "GET", "/healthz")
+        assert health.status == 200
+        assert json.loads(health.body)["checks"]["workers"] == "2/2 up"
+    assert gw.process.returncode == 0

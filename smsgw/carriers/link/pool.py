@@ -65,6 +65,7 @@ from smsgw.carriers.link.link import (
 from smsgw.carriers.link.session import Session
 from smsgw.carriers.link.settings import LinkSettings
 from smsgw.clock import WallClock
+from smsgw.observe import Check, Sample, gauge
 
 __all__ = [
     "MO_BUFFER",
@@ -218,6 +219,17 @@ class LinkPool(abc.ABC, Generic[FrameT]):
     @property
     def bound_sessions(self) -> int:
         return sum(session.bound for session in self.sessions)
+
+    async def samples(self) -> list[Sample]:
+        return [
+            gauge("smsgw_carrier_binds", "binds configured", len(self.sessions)),
+            gauge("smsgw_carrier_binds_up", "binds up", self.bound_sessions),
+        ]
+
+    async def checks(self) -> list[Check]:
+        # Any bind up sends for the whole gateway: the others' messages wait in the store.
+        up = self.bound_sessions
+        return [Check("carrier", up > 0, f"{up}/{len(self.sessions)} binds up", any_worker=True)]
 
     async def wait_bound(self, count: int | None = None) -> None:
         """Wait until `count` sessions (default: all) are bound; for tests and start-up."""
