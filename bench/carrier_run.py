@@ -140,7 +140,8 @@ async def run_gateway(
     batch: int,
 ) -> GatewayResult:
     before = await peer.stats()
-    async with gateway_process(workdir, gateway_env(run.carrier_url, batch, run.workers)) as gateway:
+    env = gateway_env(run.carrier_url, batch, run.workers)
+    async with gateway_process(workdir, env) as gateway:
         await wait_counter(peer, counters.links, before.get(counters.links, 0) + run.links, 10)
         return await _measure(peer, counters, gateway, run, before, messages, batch)
 

@@ -42,10 +42,10 @@ from bench.carrier_run import (
     GatewayResult,
     GatewayRun,
     PeerCounters,
-    cpu_seconds,
     parse_args,
     run_gateway,
 )
+from bench.loadgen import cpu_seconds
 from bench.smpp import Scenario, blast_ceiling, run_scenario
 from tests.ismg.client import blast
 from tests.ismg.events import IsmgError

@@ -339,7 +339,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.row = ModelRow(msgtype=1)
         self.claimed: dict[str, Row] = {}  # owner → its QUEUED snapshot
         self.sending: dict[str, tuple[Row, int]] = {}  # owner → (snapshot, attempt) in flight
-        self.pending: list[Transition] = []  # decided, not yet applied
+        # decided, not yet applied; with the submit outcome it was decided from, if any
+        self.pending: list[tuple[Transition, Accepted | Failed | None]] = []
         self.finals = 0
         self.reached_operator = 0  # sends of the message that may have reached the operator
         self.left_final = False
@@ -413,9 +414,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         if now:
             self.apply_outcome(update, outcome)
         else:
-            self.pending.append(update)
+            self.pending.append((update, outcome))
 
-    def apply_outcome(self, update: Transition, outcome: Accepted | Failed) -> None:
+    def apply_outcome(self, update: Transition, outcome: Accepted | Failed | None) -> None:
         if (
             self.apply(update)
             and isinstance(outcome, Failed)
@@ -434,7 +435,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             row.state, row.owner = State.ACCEPTED, None
         elif row.state is State.SUBMITTING:
             row.owner = heir
-            self.pending.append(decide_in_doubt(row.view(), NOW, POLICY, owner=heir))
+            self.pending.append((decide_in_doubt(row.view(), NOW, POLICY, owner=heir), None))
 
     @rule(part=st.sampled_from((*PARTS, "unknown")), delivered=st.booleans())
     def report(self, part: str, delivered: bool) -> None:
@@ -455,18 +456,19 @@ class LifecycleMachine(RuleBasedStateMachine):
             not failed and len(reported) == len(row.part_ids),
             failed[0] if failed else None,
         )
-        self.pending.append(decide_report(match, NOW))
+        self.pending.append((decide_report(match, NOW), None))
 
     @rule()
     @precondition(lambda self: self.row.state is State.SUBMITTED)
     def time_out(self) -> None:
-        self.pending.append(decide_timeout(self.row.view(), NOW, POLICY))
+        self.pending.append((decide_timeout(self.row.view(), NOW, POLICY), None))
 
     @rule(data=st.data())
     @precondition(lambda self: bool(self.pending))
     def apply_pending(self, data: st.DataObject) -> None:
         index = data.draw(st.integers(0, len(self.pending) - 1))
-        self.apply(self.pending.pop(index))
+        # A throttled outcome applied late un-counts its send all the same.
+        self.apply_outcome(*self.pending.pop(index))
 
     @rule(owner=st.sampled_from(OWNERS))
     def stop(self, owner: str) -> None:

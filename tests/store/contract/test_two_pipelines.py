@@ -84,6 +84,19 @@ async def test_two_pipelines_decide_every_message_once(open_backend: OpenStore) 
     store_a, store_b = await open_backend(), await open_backend()
     carrier_a = ScriptedCarrier(gives_reports=False)
     carrier_b = ScriptedCarrier(gives_reports=False)
+    # Neither answers its first submit before the other has one: a pipeline claims at most
+    # its channel and senders (12 rows), so both take a share however the tasks are timed.
+    a_sent, b_sent = trio.Event(), trio.Event()
+
+    def meet(mine: trio.Event, theirs: trio.Event) -> Callable[..., Awaitable[None]]:
+        async def before_answer(*_: object) -> None:
+            mine.set()
+            await theirs.wait()
+
+        return before_answer
+
+    carrier_a.before_answer = meet(a_sent, b_sent)
+    carrier_b.before_answer = meet(b_sent, a_sent)
     async with trio.open_nursery() as nursery:
         a, b = start(store_a, carrier_a), start(store_b, carrier_b)
         await nursery.start(a.run)
