@@ -1,7 +1,7 @@
 """The gateway's configuration: every `SMSGW_*` variable parsed once into typed, checked values.
 
 A bad value raises `ConfigError` naming the variable; `smsgw serve` prints that one line and
-exits 2. With nothing set the result is the embedded demo (DESIGN.md §3).
+exits 2. With nothing set the result is the embedded demo (README, Configuration).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class AppConfig:
 
     @property
     def key(self) -> str:
-        """The form a request's APPID field is compared in (padding rules of DESIGN.md §1)."""
+        """The form a request's APPID field is compared in (padding rules of docs/protocol.md)."""
         return canonical_credential(self.appid)
 
     def allows(self, address: str) -> bool:

@@ -1,4 +1,4 @@
-"""The gateway: one Trio nursery tree, each part owning its tasks (DESIGN.md §2).
+"""The gateway: one Trio nursery tree, each part owning its tasks (docs/design.md).
 
 Start-up order: store (and the metrics endpoint, up until the store closes), carrier,
 pusher, pipeline (which first reclaims what lost owners left: smsgw.lease), listener. A

@@ -1,6 +1,6 @@
 """The sending pipeline: dispatcher → senders → carrier, and the delivery-report consumer.
 
-DESIGN.md §2. Thin loops around the lifecycle (`smsgw.lifecycle`: what a message may do
+docs/design.md. Thin loops around the lifecycle (`smsgw.lifecycle`: what a message may do
 next) and the store (which applies each decision compare-and-set): this module holds only
 performance buffers — the channel between the dispatcher and the senders, a sender's
 last outcome not written yet, reports read but not recorded yet.

@@ -1,6 +1,6 @@
 """Receipt delivery: pushes the outbox (A002 receipts, A003 status reports) to merchants.
 
-DESIGN.md §1 "A002 receipt and A003 status report". One task per app that has a receipt
+docs/protocol.md, "A002 receipt" and "A003 status report". One task per app that has a receipt
 endpoint, all in one nursery, so a slow or dead endpoint only ever delays its own app. Each
 round takes up to 100 due items of one kind, sends them as ONE request frame (the app's own
 appid/secret, its length style) to the app's configured endpoint — never to an address

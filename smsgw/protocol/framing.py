@@ -1,4 +1,4 @@
-"""Sans-IO framing of the merchant protocol (DESIGN.md §1).
+"""Sans-IO framing of the merchant protocol (docs/protocol.md).
 
 A request frame is ``LENGTH CMD APPID APPSECRET BODY``, a response frame ``LENGTH CMD BODY``.
 ``LENGTH`` is the byte length of BODY, either six ASCII decimal digits or a 4-byte big-endian

@@ -1,4 +1,4 @@
-"""The JSON bodies of the merchant protocol (DESIGN.md §1): attrs classes and one converter.
+"""The JSON bodies of the merchant protocol (docs/protocol.md): attrs classes and one converter.
 
 ``converter`` is the project's one cattrs converter: it structures (and validates) JSON into
 these classes and unstructures them back, leaving out every field whose value is ``None``.

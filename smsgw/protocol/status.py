@@ -1,4 +1,4 @@
-"""The status codes of the merchant protocol (DESIGN.md §1)."""
+"""The status codes of the merchant protocol (docs/protocol.md)."""
 
 from enum import StrEnum
 

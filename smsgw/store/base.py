@@ -1,4 +1,4 @@
-"""The store contract: records and the role protocols (DESIGN.md §2).
+"""The store contract: records and the role protocols (docs/design.md).
 
 The store is the source of truth and the enforcer of the message lifecycle
 (`smsgw.lifecycle`); the pipeline's channels are only a fast path. Every backend (SQLite
