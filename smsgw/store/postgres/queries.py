@@ -683,11 +683,13 @@ def record_part_reports(
 def _record_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
     matches: list[PartMatch | None] = []
     run: list[PartReport] = []
+    ids: set[str] = set()
     for report in reports:
-        if any(report.carrier_msgid == other.carrier_msgid for other in run):
+        if report.carrier_msgid in ids:
             matches += _record_run(conn, run)
-            run = []
+            run, ids = [], set()
         run.append(report)
+        ids.add(report.carrier_msgid)
     if run:
         matches += _record_run(conn, run)
     return matches
@@ -729,6 +731,11 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
     if messages:
         for row in _one_json(conn, MESSAGES_WITH_PARTS_SQL, (json.dumps(sorted(messages)),)):
             by_message.setdefault(int(row[0]), []).append(row)
+    # Per message, its parts taken here by report index: a match shows those of later
+    # reports unreported.
+    taken_by_message: dict[int, list[tuple[int, int]]] = {}
+    for n, (message_id, part_no) in taken.items():
+        taken_by_message.setdefault(message_id, []).append((n, part_no))
     matches: list[PartMatch | None] = []
     for index in range(len(reports)):
         key = taken.get(index) or repeats[index]
@@ -736,9 +743,7 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
             matches.append(None)
             continue
         message_id, part_no = key
-        later = frozenset(
-            part for n, (other, part) in taken.items() if n > index and other == message_id
-        )
+        later = frozenset(part for n, part in taken_by_message.get(message_id, ()) if n > index)
         matches.append(
             _match(by_message[message_id], part_no, duplicate=index not in taken, unreported=later)
         )
