@@ -176,12 +176,14 @@ TAKE_PART_REPORTS_SQL: Final = (
 # A report and the parts it is for may be recorded at once by two gateways. Under READ
 # COMMITTED neither transaction sees the other's uncommitted rows: the report would be stored
 # as early after the parts looked for early reports, and lost. So both take a transaction
-# advisory lock per operator id first (`lock_part_ids`): the second waits for the first to
+# advisory lock per operator id first (`begin`): the second waits for the first to
 # commit, and its statements, run after, see it. The two-key space, class "smsp" (the
 # migrations lock in the one-key space); the key is the id's CRC-32 (a collision only makes
 # two unrelated ids wait for each other).
 PART_LOCK_CLASS: Final = 0x736D7370
-LOCK_PART_IDS_SQL: Final = "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int4[]) AS k"
+LOCK_PART_IDS_SQL: Final = (
+    "BEGIN; SELECT count(pg_advisory_xact_lock({}, k)) FROM unnest(ARRAY[{}]::int4[]) AS k"
+)
 MESSAGE_WITH_PARTS_SQL: Final = (
     "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
@@ -595,12 +597,15 @@ def part_lock_keys(part_ids: Iterable[str]) -> frozenset[int]:
     )
 
 
-def lock_part_ids(conn: Conn, keys: Iterable[int]) -> None:
-    """Lock in ascending order, so two transactions locking overlapping sets cannot
-    deadlock on these locks (the writer takes them all before anything else)."""
+def begin(conn: Conn, keys: Iterable[int]) -> None:
+    """BEGIN and lock these part id keys, in ascending order (so two transactions locking
+    overlapping sets cannot deadlock on them), before anything else: one round trip, as
+    one simple query (no parameters: the keys are integers made by `part_lock_keys`)."""
     ordered = sorted(keys)
-    if ordered:
-        conn.execute(LOCK_PART_IDS_SQL, (PART_LOCK_CLASS, ordered))
+    if not ordered:
+        conn.execute(b"BEGIN")
+        return
+    conn.execute(LOCK_PART_IDS_SQL.format(PART_LOCK_CLASS, ",".join(map(str, ordered))).encode())
 
 
 def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int, bool] | None:

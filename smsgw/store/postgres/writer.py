@@ -5,7 +5,7 @@ Callers queue ops; the writer task takes the first queued op plus whatever else 
 as one multi-row insert, then the other ops in order, then at most one NOTIFY, then COMMIT.
 An op that raises is rolled back alone (the group is run again with a SAVEPOINT per op).
 Ops that record parts or reports name their operator ids: the group locks them all, in
-order, before anything else (`queries.lock_part_ids`), so groups of two gateways cannot
+order, before anything else (`queries.begin`), so groups of two gateways cannot
 deadlock on them; a group that is chosen as a deadlock victim anyway (row locks) or fails
 to serialize is rolled back and run again whole.
 
@@ -27,6 +27,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 import attrs
 import psycopg
 import trio
+from psycopg import sql
 
 from smsgw.store.base import (
     Applied,
@@ -255,19 +256,19 @@ class Writer:
                 return
             committing = False
             try:
-                conn.execute("BEGIN")
-                queries.lock_part_ids(conn, locks)
+                queries.begin(conn, locks)
                 wakes = Wakes()
                 if not self._run_ops(conn, group, wakes):
                     conn.execute("ROLLBACK")
-                    conn.execute("BEGIN")
-                    queries.lock_part_ids(conn, locks)
+                    queries.begin(conn, locks)
                     wakes = Wakes()
                     self._run_isolated(conn, group, wakes)
-                if wakes:
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, wakes.payload()))
                 committing = True
-                conn.execute("COMMIT")
+                if wakes:  # with the COMMIT: one round trip (simple query, values quoted)
+                    notify = sql.SQL("SELECT pg_notify({}, {}); COMMIT")
+                    conn.execute(notify.format(CHANNEL, wakes.payload()))
+                else:
+                    conn.execute("COMMIT")
             except Exception as exc:
                 if not _lost(conn):
                     with contextlib.suppress(psycopg.Error):
