@@ -8,7 +8,8 @@ transaction, so a multi-query read sees one snapshot).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from psycopg import Connection
@@ -42,6 +43,7 @@ from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.postgres.notify import Wakes
 
 Conn = Connection[TupleRow]
+Key = tuple[int, int]  # a part: message id, part number
 
 MESSAGE_COLUMNS: Final = (
     "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
@@ -171,6 +173,17 @@ TAKE_PART_REPORTS_SQL: Final = (
     " WHERE (p.message_id, p.part_no) = (t.message_id, t.part_no) AND NOT p.reported"
     " RETURNING t.n, p.message_id, p.part_no)"
     " SELECT COALESCE(json_agg(json_build_array(n, message_id, part_no)), '[]')::text FROM taken"
+)
+# A report and the parts it is for may be recorded at once by two gateways. Under READ
+# COMMITTED neither transaction sees the other's uncommitted rows: the report would be stored
+# as early after the parts looked for early reports, and lost. So both take a transaction
+# advisory lock per operator id first (`begin`): the second waits for the first to
+# commit, and its statements, run after, see it. The two-key space, class "smsp" (the
+# migrations lock in the one-key space); the key is the id's CRC-32 (a collision only makes
+# two unrelated ids wait for each other).
+PART_LOCK_CLASS: Final = 0x736D7370
+LOCK_PART_IDS_SQL: Final = (
+    "BEGIN; SELECT count(pg_advisory_xact_lock({}, k)) FROM unnest(ARRAY[{}]::int4[]) AS k"
 )
 MESSAGE_WITH_PARTS_SQL: Final = (
     "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
@@ -578,15 +591,33 @@ def _match_early_reports(
     return {message_id: tuple(found) for message_id, found in matches.items()}
 
 
-def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int] | None:
-    # Operators may recycle ids over time: prefer a part still waiting for its report,
-    # then the newest message.
+def part_lock_keys(part_ids: Iterable[str]) -> frozenset[int]:
+    return frozenset(
+        key - 2**32 if key >= 2**31 else key
+        for key in (zlib.crc32(part_id.encode()) for part_id in part_ids)
+    )
+
+
+def begin(conn: Conn, keys: Iterable[int]) -> None:
+    """BEGIN and lock these part id keys, in ascending order (so two transactions locking
+    overlapping sets cannot deadlock on them), before anything else: one round trip, as
+    one simple query (no parameters: the keys are integers made by `part_lock_keys`)."""
+    ordered = sorted(keys)
+    if not ordered:
+        conn.execute(b"BEGIN")
+        return
+    conn.execute(LOCK_PART_IDS_SQL.format(PART_LOCK_CLASS, ",".join(map(str, ordered))).encode())
+
+
+def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int, bool] | None:
+    """The part with this id (message, part number, reported): operators may recycle ids
+    over time, so a part still waiting for its report first, then the newest message's."""
     row = conn.execute(
-        "SELECT message_id, part_no FROM message_parts WHERE carrier_msgid = %s"
+        "SELECT message_id, part_no, reported FROM message_parts WHERE carrier_msgid = %s"
         " ORDER BY reported, message_id DESC LIMIT 1",
         (carrier_msgid,),
     ).fetchone()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return None if row is None else (int(row[0]), int(row[1]), bool(row[2]))
 
 
 def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) -> PartMatch:
@@ -658,27 +689,45 @@ def record_part_reports(
 def _record_reports(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
     matches: list[PartMatch | None] = []
     run: list[PartReport] = []
+    ids: set[str] = set()
     for report in reports:
-        if any(report.carrier_msgid == other.carrier_msgid for other in run):
+        if report.carrier_msgid in ids:
             matches += _record_run(conn, run)
-            run = []
+            run, ids = [], set()
         run.append(report)
+        ids.add(report.carrier_msgid)
     if run:
         matches += _record_run(conn, run)
     return matches
 
 
-def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+def _take(conn: Conn, reports: Sequence[PartReport], indices: Sequence[int]) -> dict[int, Key]:
+    """The parts these reports take (one statement), by the report's index in `indices`."""
     rows = [{"c": r.carrier_msgid, "d": r.delivered, "s": r.stat, "at": r.at_ms} for r in reports]
-    found = conn.execute(TAKE_PART_REPORTS_SQL, _json(rows)).fetchone()
-    taken: dict[int, tuple[int, int]] = {
-        int(n) - 1: (int(message_id), int(part_no))
-        for n, message_id, part_no in json.loads(found[0] if found else "[]")
+    return {
+        indices[int(n) - 1]: (int(message_id), int(part_no))
+        for n, message_id, part_no in _one_json(conn, TAKE_PART_REPORTS_SQL, _json(rows))
     }
+
+
+def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | None]:
+    taken = _take(conn, reports, range(len(reports)))
     # A repeat, or an id not known (yet): one by one, the rare path.
-    repeats = {
+    found = {
         index: find_part(conn, report.carrier_msgid)
         for index, report in enumerate(reports)
+        if index not in taken
+    }
+    # A part found still waiting was not there for the statement above (recorded since, by
+    # a transaction that committed in between): this report takes it, it is no duplicate.
+    waiting = [index for index, part in found.items() if part is not None and not part[2]]
+    if waiting:
+        taken |= _take(conn, [reports[index] for index in waiting], waiting)
+        for index in waiting:
+            found[index] = None if index in taken else find_part(conn, reports[index].carrier_msgid)
+    repeats = {
+        index: None if part is None else (part[0], part[1])
+        for index, part in found.items()
         if index not in taken
     }
     messages = {key[0] for key in taken.values()} | {
@@ -686,29 +735,24 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
     }
     by_message: dict[int, list[list[Any]]] = {}
     if messages:
-        found = conn.execute(MESSAGES_WITH_PARTS_SQL, (json.dumps(sorted(messages)),)).fetchone()
-        for row in json.loads(found[0] if found else "[]"):
+        for row in _one_json(conn, MESSAGES_WITH_PARTS_SQL, (json.dumps(sorted(messages)),)):
             by_message.setdefault(int(row[0]), []).append(row)
+    # Per message, its parts taken here by report index: a match shows those of later
+    # reports unreported.
+    taken_by_message: dict[int, list[tuple[int, int]]] = {}
+    for n, (message_id, part_no) in taken.items():
+        taken_by_message.setdefault(message_id, []).append((n, part_no))
     matches: list[PartMatch | None] = []
     for index in range(len(reports)):
-        if index in taken:
-            message_id, part_no = taken[index]
-            later = frozenset(
-                part for n, (other, part) in taken.items() if n > index and other == message_id
-            )
-            matches.append(
-                _match(by_message[message_id], part_no, duplicate=False, unreported=later)
-            )
-            continue
-        repeat = repeats[index]
-        if repeat is None:
+        key = taken.get(index) or repeats[index]
+        if key is None:
             matches.append(None)
             continue
-        message_id, part_no = repeat
-        later = frozenset(
-            part for n, (other, part) in taken.items() if n > index and other == message_id
+        message_id, part_no = key
+        later = frozenset(part for n, part in taken_by_message.get(message_id, ()) if n > index)
+        matches.append(
+            _match(by_message[message_id], part_no, duplicate=index not in taken, unreported=later)
         )
-        matches.append(_match(by_message[message_id], part_no, duplicate=True, unreported=later))
     return matches
 
 

@@ -12,7 +12,7 @@ without smsgw's schema, or of another schema version, is refused with one line.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
 import psycopg
@@ -44,7 +44,12 @@ from smsgw.store.postgres.listener import Listener
 from smsgw.store.postgres.notify import Wakes
 from smsgw.store.postgres.schema import SCHEMA_VERSION, migrate, schema_version
 from smsgw.store.postgres.url import connection_settings, mask_password
-from smsgw.store.postgres.writer import DEFAULT_MAX_GROUP_OPS, DEFAULT_MAX_GROUP_ROWS, Writer
+from smsgw.store.postgres.writer import (
+    DEFAULT_MAX_GROUP_LOCKS,
+    DEFAULT_MAX_GROUP_OPS,
+    DEFAULT_MAX_GROUP_ROWS,
+    Writer,
+)
 from smsgw.store.wake import Wake
 
 T = TypeVar("T")
@@ -67,6 +72,7 @@ class PostgresStore:
         *,
         max_group_ops: int = DEFAULT_MAX_GROUP_OPS,
         max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
+        max_group_locks: int = DEFAULT_MAX_GROUP_LOCKS,
         readers: int = DEFAULT_READERS,
         read_only: bool = False,
     ) -> None:
@@ -81,6 +87,7 @@ class PostgresStore:
             self._describe,
             max_group_ops=max_group_ops,
             max_group_rows=max_group_rows,
+            max_group_locks=max_group_locks,
         )
         self.listener = Listener(
             lambda: self._open(autocommit=True),
@@ -259,9 +266,10 @@ class PostgresStore:
         fn: Callable[[queries.Conn, Wakes], T],
         weight: int = 1,
         undo: Callable[[T], Callable[[queries.Conn, Wakes], object]] | None = None,
+        part_ids: Iterable[str] = (),
     ) -> T:
         self._writable()
-        return await self.writer.write(fn, weight, undo)
+        return await self.writer.write(fn, weight, undo, part_ids)
 
     # ------------------------------------------------------------------ pipeline
 
@@ -321,7 +329,9 @@ class PostgresStore:
     async def find_by_part_id(self, carrier_msgid: str) -> PartMatch | None:
         def read(conn: queries.Conn) -> PartMatch | None:
             found = queries.find_part(conn, carrier_msgid)
-            return None if found is None else queries.part_match(conn, *found, duplicate=False)
+            if found is None:
+                return None
+            return queries.part_match(conn, found[0], found[1], duplicate=False)
 
         return await self._read(read)
 
@@ -334,6 +344,7 @@ class PostgresStore:
         return await self._write(
             lambda conn, wakes: queries.record_part_reports(conn, frozen, now_ms),
             weight=len(frozen),
+            part_ids=(report.carrier_msgid for report in frozen),
         )
 
     async def fully_reported(self, reported_before_ms: int, limit: int) -> list[PartMatch]:

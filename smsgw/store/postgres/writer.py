@@ -4,6 +4,10 @@ Callers queue ops; the writer task takes the first queued op plus whatever else 
 (up to a cap) and runs them in ONE transaction in a worker thread: every accept of the group
 as one multi-row insert, then the other ops in order, then at most one NOTIFY, then COMMIT.
 An op that raises is rolled back alone (the group is run again with a SAVEPOINT per op).
+Ops that record parts or reports name their operator ids: the group locks them all, in
+order, before anything else (`queries.begin`), so groups of two gateways cannot
+deadlock on them; a group that is chosen as a deadlock victim anyway (row locks) or fails
+to serialize is rolled back and run again whole.
 
 The connection is the writer's alone. When it is lost (server restarted, network gone), a
 group that had not yet sent COMMIT is run again once on a new connection; one whose COMMIT
@@ -17,12 +21,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Generic, TypeVar, cast
 
 import attrs
 import psycopg
 import trio
+from psycopg import sql
 
 from smsgw.store.base import (
     Applied,
@@ -43,6 +48,11 @@ Accept = tuple[Sequence[NewMessage], int]  # messages, now_ms
 
 DEFAULT_MAX_GROUP_OPS: Final = 2_000
 DEFAULT_MAX_GROUP_ROWS: Final = 20_000
+# PostgreSQL's lock table is shared and small (max_locks_per_transaction x max_connections,
+# 6,400 by default): a group holds at most this many part id locks (one op may hold more).
+DEFAULT_MAX_GROUP_LOCKS: Final = 1_000
+# Runs of a group that PostgreSQL rolled back as a deadlock victim or serialization failure.
+ROLLED_BACK_RUNS: Final = 5
 
 
 @attrs.define(eq=False)
@@ -56,6 +66,7 @@ class _Op(Generic[T]):
     # Given the result, a compensating write to queue when the caller stopped waiting after
     # the op was taken (claim_due: put the claimed rows back).
     undo: Callable[[T], OpFn[object]] | None = None
+    locks: frozenset[int] = frozenset()  # queries.part_lock_keys of the ids it records
     done: trio.Event = attrs.field(factory=trio.Event)
     taken: bool = False
     cancelled: bool = False
@@ -66,6 +77,12 @@ class _Op(Generic[T]):
 
 def _lost(conn: queries.Conn) -> bool:
     return conn.closed or conn.broken
+
+
+def _rolled_back(exc: Exception) -> bool:
+    """The server rolled the transaction back (class 40: deadlock victim, serialization
+    failure): nothing of it is stored and it may simply be run again."""
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("40")
 
 
 def _op_error(exc: Exception) -> BaseException:
@@ -86,13 +103,16 @@ class Writer:
         *,
         max_group_ops: int = DEFAULT_MAX_GROUP_OPS,
         max_group_rows: int = DEFAULT_MAX_GROUP_ROWS,
+        max_group_locks: int = DEFAULT_MAX_GROUP_LOCKS,
     ) -> None:
-        if max_group_ops < 1 or max_group_rows < 1:
-            raise ValueError("max_group_ops and max_group_rows must be at least 1")
+        if max_group_ops < 1 or max_group_rows < 1 or max_group_locks < 1:
+            raise ValueError("max_group_ops, max_group_rows and max_group_locks must be at least 1")
         self._connect = connect
         self._describe = describe  # an error as one line, without secrets
         self.max_group_ops = max_group_ops
         self.max_group_rows = max_group_rows
+        self.max_group_locks = max_group_locks
+        self.rolled_back_runs = 0  # deadlock victims and serialization failures, run again
         self.commit_count = 0
         self.ops_committed = 0
         self.reconnects = 0
@@ -110,17 +130,30 @@ class Writer:
         self.backend_pid = conn.info.backend_pid
 
     async def write(
-        self, fn: OpFn[T], weight: int = 1, undo: Callable[[T], OpFn[object]] | None = None
+        self,
+        fn: OpFn[T],
+        weight: int = 1,
+        undo: Callable[[T], OpFn[object]] | None = None,
+        part_ids: Iterable[str] = (),
     ) -> T:
-        """Queue a write for the next group commit and wait until it is durable."""
-        return await self._submit(_Op(fn, max(1, weight), undo=undo))
+        """Queue a write for the next group commit and wait until it is durable. `part_ids`:
+        the operator ids whose parts or reports it records (locked for the transaction)."""
+        op = _Op(fn, max(1, weight), undo=undo, locks=queries.part_lock_keys(part_ids))
+        return await self._submit(op)
 
     async def accept(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
         op: _Op[list[bool]] = _Op(None, max(1, len(messages)), accept=(messages, now_ms))
         return await self._submit(op)
 
     async def apply(self, updates: tuple[MessageUpdate, ...], weight: int) -> list[Applied]:
-        op: _Op[list[Applied]] = _Op(None, max(1, weight), updates=updates)
+        part_ids = (
+            part_id
+            for u in updates
+            for part_id in (u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid else ()))
+        )
+        op: _Op[list[Applied]] = _Op(
+            None, max(1, weight), updates=updates, locks=queries.part_lock_keys(part_ids)
+        )
         return await self._submit(op)
 
     async def _submit(self, op: _Op[T]) -> T:
@@ -171,19 +204,23 @@ class Writer:
 
     def _take_group(self) -> list[_Op[Any]]:
         group: list[_Op[Any]] = []
-        rows = 0
+        rows = locks = 0
         queue = self._queue
         while queue and len(group) < self.max_group_ops:
             op = queue[0]
             if op.cancelled:
                 queue.popleft()
                 continue
-            if group and rows + op.weight > self.max_group_rows:
+            if group and (
+                rows + op.weight > self.max_group_rows
+                or locks + len(op.locks) > self.max_group_locks
+            ):
                 break
             queue.popleft()
             op.taken = True
             group.append(op)
             rows += op.weight
+            locks += len(op.locks)
         return group
 
     async def _commit(self, group: list[_Op[Any]]) -> None:
@@ -206,7 +243,12 @@ class Writer:
     # ------------------------------------------------------------------ worker thread
 
     def _run_group(self, group: list[_Op[Any]]) -> None:
-        for attempt in (1, 2):
+        locks = frozenset[int]().union(*(op.locks for op in group))
+        reconnected = False
+        rolled_back = 0
+        while True:
+            for op in group:  # a run again starts afresh
+                op.result = op.error = None
             try:
                 conn = self._connection()
             except (psycopg.Error, StoreError) as exc:
@@ -214,27 +256,37 @@ class Writer:
                 return
             committing = False
             try:
-                conn.execute("BEGIN")
+                queries.begin(conn, locks)
                 wakes = Wakes()
                 if not self._run_ops(conn, group, wakes):
                     conn.execute("ROLLBACK")
-                    conn.execute("BEGIN")
+                    queries.begin(conn, locks)
                     wakes = Wakes()
                     self._run_isolated(conn, group, wakes)
-                if wakes:
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, wakes.payload()))
                 committing = True
-                conn.execute("COMMIT")
+                if wakes:  # with the COMMIT: one round trip (simple query, values quoted)
+                    notify = sql.SQL("SELECT pg_notify({}, {}); COMMIT")
+                    conn.execute(notify.format(CHANNEL, wakes.payload()))
+                else:
+                    conn.execute("COMMIT")
             except Exception as exc:
                 if not _lost(conn):
                     with contextlib.suppress(psycopg.Error):
                         conn.execute("ROLLBACK")
+                    if _rolled_back(exc) and rolled_back < ROLLED_BACK_RUNS:
+                        # Rolled back whole by the server (deadlock victim, serialization
+                        # failure): nothing stored, the group runs again.
+                        rolled_back += 1
+                        self.rolled_back_runs += 1
+                        log.info("group rolled back by PostgreSQL, run again: %s", exc)
+                        continue
                     self._fail(
                         group, CommitFailed(f"group commit failed, nothing stored: {exc}"), exc
                     )
                     return
                 self._drop_connection()
-                if not committing and attempt == 1:
+                if not committing and not reconnected:
+                    reconnected = True
                     log.warning("PostgreSQL connection lost, reconnecting: %s", self._describe(exc))
                     continue  # nothing was committed: the group runs again on a new connection
                 outcome = "outcome unknown" if committing else "nothing stored"
@@ -299,8 +351,8 @@ class Writer:
                 if op.fn is not None:
                     op.result = op.fn(conn, wakes)
             Writer._apply_together(conn, applies, wakes)
-        except Exception:
-            if _lost(conn):
+        except Exception as exc:
+            if _lost(conn) or _rolled_back(exc):
                 raise
             return False
         return True
@@ -331,8 +383,8 @@ class Writer:
                     assert op.fn is not None
                     op.result = op.fn(conn, wakes)
             except Exception as exc:
-                if _lost(conn):
-                    raise
+                if _lost(conn) or _rolled_back(exc):
+                    raise  # the group runs again (or fails) whole
                 op.result = None
                 op.error = _op_error(exc)
                 conn.execute("ROLLBACK TO SAVEPOINT op")

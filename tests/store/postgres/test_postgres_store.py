@@ -350,3 +350,123 @@ async def test_a_version_1_database_keeps_its_mos_as_neutral_records(pg_url: str
         " AND column_default IS NOT NULL AND column_name <> 'id'",
     )
     assert columns == []  # the conversion's defaults are gone: every insert says everything
+
+
+class RolledBack:
+    """An op that PostgreSQL itself rolls back as a deadlock victim (SQLSTATE 40P01) on its
+    first `times` runs, then registers an owner."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.runs = 0
+
+    def op(self, conn: Any, wakes: object) -> str:
+        self.runs += 1
+        if self.runs <= self.times:
+            conn.execute("DO $$BEGIN RAISE EXCEPTION 'victim' USING ERRCODE = '40P01'; END$$")
+        conn.execute("INSERT INTO push_claims (appid, owner) VALUES ('rolled', 'back')")
+        return "done"
+
+
+def accepted_later(store: PostgresStore, msgid: str) -> Callable[[], Awaitable[object]]:
+    return lambda: store.insert_messages([new_message(msgid)], NOW)
+
+
+async def test_a_group_rolled_back_by_the_server_runs_again_whole(
+    store: PostgresStore, nursery: trio.Nursery
+) -> None:
+    victim = RolledBack(times=2)
+    gate = await hold_writer(store, nursery)
+    before = store.commit_count
+    outcomes = await gather(
+        {
+            "accept": accepted_later(store, "m1"),
+            "victim": lambda: store.writer.write(victim.op),
+            "claim": lambda: store.claim_due(NOW, 10, owner="a"),
+        },
+        gate,
+    )
+    assert outcomes["accept"] == [True]
+    assert outcomes["victim"] == "done"
+    claimed = outcomes["claim"]
+    assert isinstance(claimed, list) and [row.msgid for row in claimed] == ["m1"]
+    assert store.commit_count == before + 2  # the gate's, then the group once
+    assert store.writer.rolled_back_runs == 2
+    assert sql(store.url, "SELECT count(*) FROM push_claims WHERE appid = 'rolled'") == [(1,)]
+    assert (await store.counts())["queued"] == 1
+
+
+async def test_a_group_the_server_keeps_rolling_back_fails_whole(
+    store: PostgresStore, nursery: trio.Nursery
+) -> None:
+    from smsgw.store.postgres.writer import ROLLED_BACK_RUNS
+
+    victim = RolledBack(times=ROLLED_BACK_RUNS + 1)
+    gate = await hold_writer(store, nursery)
+    outcomes = await gather(
+        {"accept": accepted_later(store, "m1"), "victim": lambda: store.writer.write(victim.op)},
+        gate,
+    )
+    assert isinstance(outcomes["accept"], StoreError)
+    assert isinstance(outcomes["victim"], StoreError)
+    assert victim.runs == ROLLED_BACK_RUNS + 1
+    assert await store.history("m1") == []  # nothing of the group stored
+    assert await store.insert_messages([new_message("m1")], NOW) == [True]  # and it goes on
+
+
+async def test_a_report_waits_for_the_transaction_holding_its_part_id(pg_url: str) -> None:
+    import psycopg
+
+    from smsgw.store.postgres.queries import PART_LOCK_CLASS, part_lock_keys
+
+    (key,) = part_lock_keys(["op-1"])
+    holder = await trio.to_thread.run_sync(lambda: psycopg.connect(pg_url))
+    try:
+        holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PART_LOCK_CLASS, key))
+        async with running(pg_url) as store, trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def report() -> None:
+                await store.record_part_reports([PartReport("op-1", True, "DELIVRD", NOW)], NOW)
+                done.set()
+
+            nursery.start_soon(report)
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            for _ in range(500):  # the writer's lock request shows in pg_locks
+                if sql(pg_url, waiting) == [(1,)]:
+                    break
+                await trio.sleep(0.01)
+            else:
+                raise AssertionError("the writer never waited for the lock")
+            assert not done.is_set()
+            await trio.to_thread.run_sync(holder.commit)
+            with trio.fail_after(10):
+                await done.wait()
+        assert sql(pg_url, "SELECT count(*) FROM early_reports") == [(1,)]
+    finally:
+        holder.close()
+
+
+async def test_a_group_holds_at_most_max_group_locks(pg_url: str, nursery: trio.Nursery) -> None:
+    async with running(pg_url, max_group_locks=3) as store:
+        gate = await hold_writer(store, nursery)
+        before = store.commit_count
+
+        def report(*ids: str) -> Callable[[], Awaitable[object]]:
+            return lambda: store.record_part_reports(
+                [PartReport(i, True, "DELIVRD", NOW) for i in ids], NOW
+            )
+
+        outcomes = await gather(
+            {
+                "a": report("a1", "a2"),
+                "b": report("b1"),  # 3 locks: with a
+                "c": report("c1", "c2"),  # 5: a group of its own
+                "d": report("d1", "d2", "d3", "d4"),  # more than the cap alone: still runs
+            },
+            gate,
+        )
+        for name, size in (("a", 2), ("b", 1), ("c", 2), ("d", 4)):
+            assert outcomes[name] == [None] * size  # no parts yet: stored as early reports
+        assert store.commit_count == before + 1 + 3
+        assert sql(pg_url, "SELECT count(*) FROM early_reports") == [(9,)]
