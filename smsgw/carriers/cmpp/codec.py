@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any, ClassVar, Final, Literal, Self, TypeVar, overload
+from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 import attrs
 
-from smsgw.sansio import NEED_DATA, NeedData
+from smsgw.sansio import NEED_DATA, LengthPrefixedStream, NeedData
 
 __all__ = [
     "HEADER_LENGTH",
@@ -894,17 +894,17 @@ def _decode_frame(frame: bytes, version: CmppVersion) -> Pdu:
     )
 
 
-def _check_length(length: int, max_length: int) -> None:
+def _length_error(length: int, max_length: int) -> CmppFramingError:
+    """The error for a Total_Length outside ``HEADER_LENGTH..max_length``."""
     if length < HEADER_LENGTH:
-        raise CmppFramingError(
+        return CmppFramingError(
             f"Total_Length {length} is shorter than the 12-octet header",
             command_status=RESULT_BAD_LENGTH,
         )
-    if length > max_length:
-        raise CmppFramingError(
-            f"Total_Length {length} is more than the {max_length}-octet maximum",
-            command_status=RESULT_BAD_LENGTH,
-        )
+    return CmppFramingError(
+        f"Total_Length {length} is more than the {max_length}-octet maximum",
+        command_status=RESULT_BAD_LENGTH,
+    )
 
 
 def decode_pdu(
@@ -916,7 +916,8 @@ def decode_pdu(
             f"{len(data)} octets cannot hold a Total_Length", command_status=RESULT_BAD_LENGTH
         )
     (length,) = _U32.unpack_from(data)
-    _check_length(length, max_length)
+    if not HEADER_LENGTH <= length <= max_length:
+        raise _length_error(length, max_length)
     if length != len(data):
         raise CmppFramingError(
             f"Total_Length {length} but {len(data)} octets given",
@@ -961,8 +962,9 @@ def response_for(
 PduT = TypeVar("PduT", bound=Pdu)
 
 
-class CmppConnection:
-    """Byte stream ⇄ PDUs for one CMPP connection, plus Sequence_Id allocation.
+class CmppConnection(LengthPrefixedStream[Pdu, CmppFramingError]):
+    """Byte stream ⇄ PDUs for one CMPP connection, plus Sequence_Id allocation (the stream
+    half, shared with SMPP, is `smsgw.sansio.LengthPrefixedStream`).
 
     ``version`` is the layout written and tried first when reading; an ISMG sets it from
     the CONNECT it accepts. The connection holds no session state (logged in or not,
@@ -972,65 +974,20 @@ class CmppConnection:
     def __init__(
         self, version: CmppVersion = CmppVersion.V30, *, max_pdu_length: int = MAX_PDU_LENGTH
     ) -> None:
-        if max_pdu_length < HEADER_LENGTH:
-            raise ValueError(f"max_pdu_length {max_pdu_length} is below the header size")
+        super().__init__(header_length=HEADER_LENGTH, max_pdu_length=max_pdu_length)
         self.version = version
-        self.max_pdu_length = max_pdu_length
-        self._buffer = bytearray()
-        self._last_sequence = 0
-        self._broken: CmppFramingError | None = None
 
-    # receiving
-
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Add bytes read from the peer. Ignored once the stream is broken."""
-        if self._broken is None:
-            self._buffer += data
-
-    @property
-    def pending_bytes(self) -> int:
-        """Octets received but not yet part of a returned PDU (a partial PDU at EOF)."""
-        return len(self._buffer)
-
-    @property
-    def broken(self) -> bool:
-        """True after a framing error: no further PDU can be read from this stream."""
-        return self._broken is not None
-
-    def next_event(self) -> Pdu | Literal[NeedData.NEED_DATA]:
-        """The next complete PDU, or NEED_DATA.
-
-        Raises CmppPduError for a malformed PDU (consumed; call again for the next one) and
-        CmppFramingError when the stream cannot be resynchronised (raised again on every
-        later call).
-        """
-        if self._broken is not None:
-            raise self._broken
-        buffer = self._buffer
-        if len(buffer) < 4:
-            return NEED_DATA
-        (length,) = _U32.unpack_from(buffer)
-        try:
-            _check_length(length, self.max_pdu_length)
-        except CmppFramingError as exc:
-            header = read_header(buffer)
-            if header is not None:  # best effort, to name the PDU in the log
-                exc.command_id, exc.sequence_number = header.command_id, header.sequence_number
-            self._broken = exc
-            buffer.clear()
-            raise
-        if len(buffer) < length:
-            return NEED_DATA
-        frame = bytes(buffer[:length])
-        del buffer[:length]
+    def _decode_frame(self, frame: bytes) -> Pdu:
         return _decode_frame(frame, self.version)
 
-    # sending
+    def _framing_error(self, length: int, buffer: bytearray) -> CmppFramingError:
+        error = _length_error(length, self.max_pdu_length)
+        header = read_header(buffer)
+        if header is not None:  # best effort, to name the PDU in the log
+            error.command_id, error.sequence_number = header.command_id, header.sequence_number
+        return error
 
-    def next_sequence(self) -> int:
-        """A fresh Sequence_Id: 1, 2, ... 0x7FFFFFFF, then 1 again."""
-        self._last_sequence = self._last_sequence % MAX_SEQUENCE_NUMBER + 1
-        return self._last_sequence
+    # sending
 
     def send(self, pdu: Pdu) -> bytes:
         """The bytes to write for ``pdu``, exactly as given, in this connection's version."""

@@ -18,11 +18,11 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, Literal, Self, TypeVar, overload
+from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 import attrs
 
-from smsgw.sansio import NEED_DATA, NeedData
+from smsgw.sansio import LengthPrefixedStream
 
 HEADER_LENGTH: Final = 16
 MAX_PDU_LENGTH: Final = 64 * 1024
@@ -887,17 +887,17 @@ def _decode_frame(frame: bytes) -> Pdu:
         ) from None
 
 
-def _check_length(length: int, max_length: int) -> None:
+def _length_error(length: int, max_length: int) -> SmppFramingError:
+    """The error for a command_length outside ``HEADER_LENGTH..max_length``."""
     if length < HEADER_LENGTH:
-        raise SmppFramingError(
+        return SmppFramingError(
             f"command_length {length} is shorter than the 16-octet header",
             command_status=ESME_RINVCMDLEN,
         )
-    if length > max_length:
-        raise SmppFramingError(
-            f"command_length {length} is more than the {max_length}-octet maximum",
-            command_status=ESME_RINVCMDLEN,
-        )
+    return SmppFramingError(
+        f"command_length {length} is more than the {max_length}-octet maximum",
+        command_status=ESME_RINVCMDLEN,
+    )
 
 
 def decode_pdu(data: bytes, *, max_length: int = MAX_PDU_LENGTH) -> Pdu:
@@ -907,7 +907,8 @@ def decode_pdu(data: bytes, *, max_length: int = MAX_PDU_LENGTH) -> Pdu:
             f"{len(data)} octets cannot hold a command_length", command_status=ESME_RINVCMDLEN
         )
     (length,) = _U32.unpack_from(data)
-    _check_length(length, max_length)
+    if not HEADER_LENGTH <= length <= max_length:
+        raise _length_error(length, max_length)
     if length != len(data):
         raise SmppFramingError(
             f"command_length {length} but {len(data)} octets given",
@@ -961,72 +962,28 @@ def generic_nack_for(error: SmppProtocolError) -> GenericNack:
 # The connection
 
 
-class SmppConnection:
-    """Byte stream ⇄ PDUs for one SMPP session, plus sequence-number allocation.
+class SmppConnection(LengthPrefixedStream[Pdu, SmppFramingError]):
+    """Byte stream ⇄ PDUs for one SMPP session, plus sequence-number allocation (the
+    stream half, shared with CMPP, is `smsgw.sansio.LengthPrefixedStream`).
 
     It holds no session state (bound or not, outstanding requests): that belongs to the
     layer that moves the bytes and keeps the timers.
     """
 
     def __init__(self, *, max_pdu_length: int = MAX_PDU_LENGTH) -> None:
-        if max_pdu_length < HEADER_LENGTH:
-            raise ValueError(f"max_pdu_length {max_pdu_length} is below the header size")
-        self.max_pdu_length = max_pdu_length
-        self._buffer = bytearray()
-        self._last_sequence = 0
-        self._broken: SmppFramingError | None = None
+        super().__init__(header_length=HEADER_LENGTH, max_pdu_length=max_pdu_length)
 
-    # receiving
+    # A plain function, so decoding a PDU costs no extra call.
+    _decode_frame = staticmethod(_decode_frame)
 
-    def receive_data(self, data: bytes | bytearray) -> None:
-        """Add bytes read from the peer. Ignored once the stream is broken."""
-        if self._broken is None:
-            self._buffer += data
-
-    @property
-    def pending_bytes(self) -> int:
-        """Octets received but not yet part of a returned PDU (a partial PDU at EOF)."""
-        return len(self._buffer)
-
-    @property
-    def broken(self) -> bool:
-        """True after a framing error: no further PDU can be read from this stream."""
-        return self._broken is not None
-
-    def next_event(self) -> Pdu | Literal[NeedData.NEED_DATA]:
-        """The next complete PDU, or NEED_DATA.
-
-        Raises SmppPduError for a malformed PDU (consumed; call again for the next one) and
-        SmppFramingError when the stream cannot be resynchronised (raised again on every
-        later call).
-        """
-        if self._broken is not None:
-            raise self._broken
-        buffer = self._buffer
-        if len(buffer) < 4:
-            return NEED_DATA
-        (length,) = _U32.unpack_from(buffer)
-        try:
-            _check_length(length, self.max_pdu_length)
-        except SmppFramingError as exc:
-            # Best effort, so the generic_nack can name the PDU it refuses.
-            if len(buffer) >= HEADER_LENGTH:
-                _, exc.command_id, _, exc.sequence_number = _HEADER.unpack_from(buffer)
-            self._broken = exc
-            self._buffer.clear()
-            raise
-        if len(buffer) < length:
-            return NEED_DATA
-        frame = bytes(buffer[:length])
-        del buffer[:length]
-        return _decode_frame(frame)
+    def _framing_error(self, length: int, buffer: bytearray) -> SmppFramingError:
+        error = _length_error(length, self.max_pdu_length)
+        # Best effort, so the generic_nack can name the PDU it refuses.
+        if len(buffer) >= HEADER_LENGTH:
+            _, error.command_id, _, error.sequence_number = _HEADER.unpack_from(buffer)
+        return error
 
     # sending
-
-    def next_sequence(self) -> int:
-        """A fresh sequence number: 1, 2, ... 0x7FFFFFFF, then 1 again."""
-        self._last_sequence = self._last_sequence % MAX_SEQUENCE_NUMBER + 1
-        return self._last_sequence
 
     def send(self, pdu: Pdu) -> bytes:
         """The bytes to write for ``pdu``, exactly as given."""
