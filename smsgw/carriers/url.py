@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -26,6 +26,7 @@ __all__ = [
     "parse_choice",
     "parse_float",
     "parse_int",
+    "parse_values",
 ]
 
 EnumT = TypeVar("EnumT", bound=enum.Enum)
@@ -107,6 +108,30 @@ def parse_float(scheme: str, name: str, raw: str) -> float:
         return float(raw.strip())
     except ValueError:
         raise parameter_error(scheme, name, f"must be a number, got {raw!r}") from None
+
+
+def parse_values(
+    scheme: str,
+    raw: Mapping[str, str],
+    *,
+    ints: tuple[str, ...] = (),
+    floats: tuple[str, ...] = (),
+    texts: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The parameters of ``raw`` that are named here, parsed (ints, then floats, then texts:
+    the first bad one raises), as keyword arguments for the carrier's config class."""
+    # Any: each value's type was checked by its own parser; the config validates ranges.
+    values: dict[str, Any] = {}
+    for name in ints:
+        if name in raw:
+            values[name] = parse_int(scheme, name, raw[name])
+    for name in floats:
+        if name in raw:
+            values[name] = parse_float(scheme, name, raw[name])
+    for name in texts:
+        if name in raw:
+            values[name] = raw[name]
+    return values
 
 
 def parse_choice(scheme: str, name: str, raw: str, choices: type[EnumT]) -> EnumT:

@@ -38,20 +38,17 @@ ValueError naming the parameter; no message ever repeats the shared secret.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
 from smsgw.carriers.cmpp.codec import CmppVersion
-from smsgw.carriers.link.settings import check_link_settings
+from smsgw.carriers.link.settings import check_endpoint, check_link_settings
 from smsgw.carriers.url import (
     check_non_negative,
     check_positive,
     check_range,
     parameter_error,
     parse_carrier_url,
-    parse_float,
-    parse_int,
+    parse_values,
 )
 
 __all__ = ["CMPP_PARAMETERS", "CmppConfig", "parse_cmpp_url"]
@@ -126,10 +123,7 @@ class CmppConfig:
     throttle_pause: float = 1.0
 
     def __attrs_post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("cmpp carrier URL has no host: write cmpp://SP_ID:SECRET@host:port")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"cmpp carrier URL: port must be 1..65535, got {self.port}")
+        check_endpoint("cmpp", self.host, self.port, usage="cmpp://SP_ID:SECRET@host:port")
         if not self.sp_id:
             raise _problem("sp_id", "is required (cmpp://SP_ID:SECRET@host:port)")
         _check_text("sp_id", self.sp_id, 6)
@@ -184,17 +178,7 @@ def parse_cmpp_url(url: str) -> CmppConfig:
         url, "cmpp", CMPP_PARAMETERS, usage="cmpp://SP_ID:SECRET@host:port?src_id=..."
     )
     raw = parts.params
-    # Any: each value's type was checked by its own parser; CmppConfig validates ranges.
-    values: dict[str, Any] = {}
-    for name in _INTS:
-        if name in raw:
-            values[name] = parse_int("cmpp", name, raw[name])
-    for name in _FLOATS:
-        if name in raw:
-            values[name] = parse_float("cmpp", name, raw[name])
-    for name in _TEXTS:
-        if name in raw:
-            values[name] = raw[name]
+    values = parse_values("cmpp", raw, ints=_INTS, floats=_FLOATS, texts=_TEXTS)
     if "version" in raw:
         version = _VERSIONS.get(raw["version"].strip())
         if version is None:

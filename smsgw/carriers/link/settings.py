@@ -6,7 +6,7 @@ from typing import Protocol
 
 from smsgw.carriers.url import check_non_negative, check_positive, check_range, parameter_error
 
-__all__ = ["LinkSettings", "check_link_settings"]
+__all__ = ["LinkSettings", "check_endpoint", "check_link_settings"]
 
 
 class LinkSettings(Protocol):
@@ -36,6 +36,15 @@ class LinkSettings(Protocol):
     def reconnect_max(self) -> float: ...
     @property
     def throttle_pause(self) -> float: ...
+
+
+def check_endpoint(scheme: str, host: str, port: int, *, usage: str) -> None:
+    """Raise ValueError when the URL has no host or its port is out of range; ``usage``
+    shows how to write the URL."""
+    if not host:
+        raise ValueError(f"{scheme} carrier URL has no host: write {usage}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{scheme} carrier URL: port must be 1..65535, got {port}")
 
 
 def check_link_settings(scheme: str, config: LinkSettings) -> None:

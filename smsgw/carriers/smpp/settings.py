@@ -41,19 +41,17 @@ A bad value raises ValueError naming the parameter; no message ever repeats the 
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import attrs
 
-from smsgw.carriers.link.settings import check_link_settings
+from smsgw.carriers.link.settings import check_endpoint, check_link_settings
 from smsgw.carriers.url import (
     check_non_negative,
     check_range,
     parameter_error,
     parse_carrier_url,
     parse_choice,
-    parse_float,
-    parse_int,
+    parse_values,
 )
 
 __all__ = [
@@ -172,10 +170,7 @@ class SmppConfig:
     receipt_id: ReceiptIdBase = ReceiptIdBase.SAME
 
     def __attrs_post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("smpp carrier URL has no host: write smpp://id:password@host:port")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"smpp carrier URL: port must be 1..65535, got {self.port}")
+        check_endpoint("smpp", self.host, self.port, usage="smpp://id:password@host:port")
         if not self.system_id:
             raise _problem("system_id", "is required (smpp://system_id:password@host:port)")
         _check_text("system_id", self.system_id, 15)
@@ -215,41 +210,35 @@ class SmppConfig:
         return self.registered_delivery == 1
 
 
+_INTS = (
+    "source_addr_ton",
+    "source_addr_npi",
+    "dest_addr_ton",
+    "dest_addr_npi",
+    "registered_delivery",
+    "window",
+    "binds",
+)
+_FLOATS = (
+    "tps",
+    "enquire_link",
+    "response_timeout",
+    "bind_timeout",
+    "bind_wait",
+    "reconnect_min",
+    "reconnect_max",
+    "throttle_pause",
+)
+_TEXTS = ("source_addr", "system_type", "service_type")
+
+
 def parse_smpp_url(url: str) -> SmppConfig:
     """Parse and validate an ``smpp://`` URL; ValueError names the bad part."""
     parts = parse_carrier_url(
         url, "smpp", SMPP_PARAMETERS, usage="smpp://id:password@host:port?..."
     )
     raw = parts.params
-
-    # Any: each value's type was checked by its own parser; SmppConfig validates ranges.
-    values: dict[str, Any] = {}
-    for name in (
-        "source_addr_ton",
-        "source_addr_npi",
-        "dest_addr_ton",
-        "dest_addr_npi",
-        "registered_delivery",
-        "window",
-        "binds",
-    ):
-        if name in raw:
-            values[name] = parse_int("smpp", name, raw[name])
-    for name in (
-        "tps",
-        "enquire_link",
-        "response_timeout",
-        "bind_timeout",
-        "bind_wait",
-        "reconnect_min",
-        "reconnect_max",
-        "throttle_pause",
-    ):
-        if name in raw:
-            values[name] = parse_float("smpp", name, raw[name])
-    for name in ("source_addr", "system_type", "service_type"):
-        if name in raw:
-            values[name] = raw[name]
+    values = parse_values("smpp", raw, ints=_INTS, floats=_FLOATS, texts=_TEXTS)
     choice_types: dict[str, type[enum.Enum]] = {
         "bind": BindMode,
         "long": LongMode,
