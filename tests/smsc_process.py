@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
@@ -29,12 +29,13 @@ from typing import Any, Literal, TypedDict, Unpack
 import attrs
 import trio
 
+from tests.ismg.events import Event as Event  # one decoded stdout line: {"event": kind, ...}
+from tests.ismg.events import EventLog, EventWaiting
+
 SMSC_DIR = Path(__file__).resolve().parent / "smsc"
 SMSC_SCRIPT = SMSC_DIR / "smsc.js"
 BLAST_SCRIPT = SMSC_DIR / "blast.js"
 
-# One decoded stdout line of the SMSC: {"event": kind, ...}.
-Event = dict[str, Any]
 IdStyle = Literal["decimal", "hex"]
 ReceiptIdStyle = Literal["same", "decimal"]
 BindMode = Literal["transmitter", "transceiver"]
@@ -160,23 +161,26 @@ def node_executable() -> str:
     return node
 
 
-class Smsc:
-    """A running smsc.js: its port, its events, and its control channel."""
+class Smsc(EventWaiting):
+    """A running smsc.js: its port, its events (waited for with `EventWaiting`'s methods),
+    and its control channel."""
 
     def __init__(self, process: trio.Process, options: SmscOptions) -> None:
         self.options = options
         self.process = process
         self.host = options.host
         self.port = 0
-        self.events: list[Event] = []  # every event, in arrival order
-        self._consumed: set[int] = set()  # indexes into events already returned by next_event
-        self._arrived = trio.Event()
-        self._stdout_closed = False
+        self.log = EventLog(SmscError, self._exit_report)
         self._stderr_closed = trio.Event()
         self._stderr = bytearray()
         self._stopping = False
         self._next_command_id = 1
         self._send_lock = trio.Lock()
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event, in arrival order."""
+        return self.log.events
 
     @property
     def returncode(self) -> int | None:
@@ -185,64 +189,6 @@ class Smsc:
     @property
     def stderr(self) -> str:
         return self._stderr.decode("utf-8", "replace")
-
-    # -- events ------------------------------------------------------------------------------
-
-    def events_of(self, kind: str) -> list[Event]:
-        """Every event of this kind so far (consumed by next_event or not)."""
-        return [event for event in self.events if event.get("event") == kind]
-
-    def count(self, kind: str) -> int:
-        return len(self.events_of(kind))
-
-    async def next_event(
-        self,
-        kind: str,
-        /,
-        timeout: float = 5.0,
-        *,
-        where: Callable[[Event], bool] | None = None,
-        **fields: object,
-    ) -> Event:
-        """The oldest event of this kind not yet returned by next_event, waiting for it.
-
-        `fields` (any event field, "kind" included) must all be equal in the event, and
-        `where` (if given) must accept it.
-        Raises SmscError after `timeout` seconds or once the SMSC has exited.
-        """
-
-        def matches(event: Event) -> bool:
-            if event.get("event") != kind:
-                return False
-            if any(event.get(name, _MISSING) != value for name, value in fields.items()):
-                return False
-            return where is None or where(event)
-
-        with trio.move_on_after(timeout):
-            checked = 0
-            while True:
-                for index in range(checked, len(self.events)):
-                    if index not in self._consumed and matches(self.events[index]):
-                        self._consumed.add(index)
-                        return self.events[index]
-                checked = len(self.events)
-                if self._stdout_closed:
-                    raise SmscError(f"no {kind} event {fields or ''}: {await self._exit_report()}")
-                await self._arrived.wait()
-        recent = [event.get("event") for event in self.events[-10:]]
-        raise SmscError(f"no {kind} event {fields or ''} within {timeout}s; last: {recent}")
-
-    async def wait_for_count(self, kind: str, count: int, timeout: float = 5.0) -> list[Event]:
-        """Wait until `count` events of this kind have arrived; returns all of them."""
-        with trio.move_on_after(timeout):
-            while True:
-                found = self.events_of(kind)
-                if len(found) >= count:
-                    return found
-                if self._stdout_closed:
-                    break
-                await self._arrived.wait()
-        raise SmscError(f"{self.count(kind)} {kind} events, expected {count} within {timeout}s")
 
     # -- control channel ---------------------------------------------------------------------
 
@@ -310,12 +256,7 @@ class Smsc:
             event = None
         if not isinstance(event, dict):
             event = {"event": "unparsed", "line": line.decode("utf-8", "replace")}
-        self.events.append(event)
-        self._wake()
-
-    def _wake(self) -> None:
-        self._arrived.set()
-        self._arrived = trio.Event()
+        self.log.add(event)
 
     async def _read_stdout(self) -> None:
         stream = self.process.stdout
@@ -332,8 +273,7 @@ class Smsc:
         finally:
             if pending.strip():
                 self._add_line(bytes(pending))
-            self._stdout_closed = True
-            self._wake()
+            self.log.close()
 
     async def _read_stderr(self) -> None:
         stream = self.process.stderr
@@ -377,9 +317,6 @@ class Smsc:
             return
         self.process.kill()
         await self.process.wait()
-
-
-_MISSING = object()
 
 
 @asynccontextmanager

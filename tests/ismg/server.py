@@ -47,7 +47,7 @@ import collections
 import datetime
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
 
@@ -70,7 +70,7 @@ from smsgw.carriers.cmpp.codec import (
 from smsgw.carriers.cmpp.msgid import format_msg_id, make_msg_id
 from smsgw.carriers.cmpp.text import MsgFmt, decode_content, split_message, split_udh
 
-from .events import Event, EventLog, IsmgError
+from .events import Event, EventLog, EventWaiting, IsmgError
 
 DEFAULT_SP_ID: Final = "901234"
 DEFAULT_SECRET: Final = "secret"
@@ -213,36 +213,13 @@ def _as_flag(command: Mapping[str, Any]) -> bool:
     return on
 
 
-class IsmgControl:
+class IsmgControl(EventWaiting):
     """The control interface, the same for the simulator in process and as a subprocess:
-    typed methods over `command` (one JSON-able dict, answered by a reply dict)."""
-
-    log: EventLog
+    typed methods over `command` (one JSON-able dict, answered by a reply dict), and the
+    waiting methods of `EventWaiting` over ``log``."""
 
     async def command(self, command: Mapping[str, Any]) -> Event:
         raise NotImplementedError
-
-    # events
-
-    def events_of(self, kind: str) -> list[Event]:
-        return self.log.events_of(kind)
-
-    def count(self, kind: str) -> int:
-        return self.log.count(kind)
-
-    async def next_event(
-        self,
-        kind: str,
-        /,
-        timeout: float = 5.0,
-        *,
-        where: Callable[[Event], bool] | None = None,
-        **fields: object,
-    ) -> Event:
-        return await self.log.next_event(kind, timeout, where=where, **fields)
-
-    async def wait_for_count(self, kind: str, count: int, timeout: float = 5.0) -> list[Event]:
-        return await self.log.wait_for_count(kind, count, timeout)
 
     # commands
 
