@@ -1,18 +1,23 @@
 """Helpers shared by the end-to-end tests against an operator (SMPP's tests/smsc, CMPP's
 tests/ismg): the messages a test sends, the gateway's fast timers, and checks of what the
-merchant received and what the gateway stored."""
+merchant received and what the gateway stored, and the gateway and merchant between the
+test and the operator."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
 
-from tests.e2e.delivery_support import now_ms
-from tests.listen_process import Item
+from smsgw.client import submit
+from smsgw.protocol.status import Status
+from tests.e2e.delivery_support import APPID, SECRET, now_ms
+from tests.gateway_process import GatewayProcess, gateway_process
+from tests.listen_process import Item, ListenProcess, listen_process
 
 FAST_GATEWAY = {
     "SMSGW_RETRY_BACKOFF": "100ms",
@@ -40,6 +45,66 @@ class Sms:
     @property
     def key(self) -> tuple[str, str]:
         return (self.msgid, self.phone)
+
+
+SHORT_LATIN = "Your code is 4821. Thank you!"
+SHORT_CHINESE = "您的验证码是四八二九，请在五分钟内输入。"  # 20 characters
+LONG_LATIN = " ".join(f"word{n:03d}" for n in range(50))  # 399 characters: 153 + 153 + 93
+LONG_CHINESE = "尊敬的客户您好您的订单已经发货请注意查收如有问题请联系客服谢谢" * 5  # 155: 67+67+21
+
+MIXED = (
+    Sms("short-latin", "8613800138001", SHORT_LATIN),
+    Sms("short-chinese", "8613800138002", SHORT_CHINESE, msgtype=2),
+    Sms("long-latin", "8613800138003", LONG_LATIN),
+    Sms("long-chinese", "8613800138004", LONG_CHINESE),
+)
+PARTS = {"short-latin": 1, "short-chinese": 1, "long-latin": 3, "long-chinese": 3}
+
+
+class GatewayDriver:
+    """What a test does through the gateway: submit as the merchant, wait for its A002s.
+    An attrs class holding these three (and its operator) takes the methods."""
+
+    merchant: ListenProcess
+    gateway: GatewayProcess
+    workdir: Path
+
+    async def submit(self, messages: Iterable[Sms]) -> int:
+        """A001 the messages in one batch; every item must be accepted. Returns the time
+        (ms since the epoch) just before the submit, the earliest a sendtime can be."""
+        batch = list(messages)
+        before = now_ms()
+        reply = await submit(
+            self.gateway.address, APPID, SECRET, [sms.item() for sms in batch], timeout=10
+        )
+        assert [result.status for result in reply.results] == [Status.OK] * len(batch), reply
+        return before
+
+    async def receipts_for(self, count: int, *, timeout: float = 15.0) -> list[Item]:
+        await self.merchant.wait_for(
+            lambda _: len(self.merchant.receipts()) >= count, timeout=timeout
+        )
+        return self.merchant.receipts()
+
+
+@asynccontextmanager
+async def merchant_and_gateway(
+    tmp_path: Path, carrier_url: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[ListenProcess, GatewayProcess, Path]]:
+    """The merchant's `smsgw listen`, and `smsgw serve` sending to ``carrier_url`` (with the
+    fast timers and ``env``): yields both and the gateway's workdir; on exit, checks that
+    the gateway logged no traceback."""
+    async with listen_process(tmp_path / "merchant") as merchant:
+        settings = {
+            "SMSGW_APPS": f"{APPID}:{SECRET}@{merchant.address}",
+            "SMSGW_CARRIER": carrier_url,
+            **FAST_GATEWAY,
+            **(env or {}),
+        }
+        workdir = tmp_path / "gateway"
+        async with gateway_process(workdir, settings) as gateway:
+            yield merchant, gateway, workdir
+        assert "Traceback" not in gateway.log_text(), gateway.log_text()[-3000:]
 
 
 def assert_receipts(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,27 +21,25 @@ import attrs
 import pytest
 import trio
 
-from smsgw.client import submit
-from smsgw.protocol.status import Status
-from tests.e2e.delivery_support import APPID, SECRET, now_ms, query
+from tests.e2e.delivery_support import now_ms, query
 from tests.e2e.operator_support import (
-    FAST_GATEWAY,
+    MIXED,
+    PARTS,
+    SHORT_LATIN,
+    GatewayDriver,
     Sms,
     assert_receipts,
     check_after_drop,
+    merchant_and_gateway,
     stored_rows,
 )
-from tests.gateway_process import GatewayProcess, base_env, gateway_process, run_cli
+from tests.gateway_process import GatewayProcess, base_env, run_cli
 from tests.ismg import DEFAULT_SECRET, DEFAULT_SP_ID, Ismg, running_ismg
-from tests.listen_process import Item, ListenProcess, listen_process
+from tests.listen_process import ListenProcess
 
 pytestmark = pytest.mark.e2e
 
 SRC_ID = "1069001"
-SHORT_LATIN = "Your code is 4821. Thank you!"
-SHORT_CHINESE = "您的验证码是四八二九，请在五分钟内输入。"  # 20 characters
-LONG_LATIN = " ".join(f"word{n:03d}" for n in range(50))  # 399 characters: 153 + 153 + 93
-LONG_CHINESE = "尊敬的客户您好您的订单已经发货请注意查收如有问题请联系客服谢谢" * 5  # 155: 67+67+21
 
 # Short real timers: a lost connection comes back within ~0.5 s, flow control pauses 0.1 s.
 FAST_CMPP: dict[str, object] = {
@@ -56,24 +54,11 @@ FAST_CMPP: dict[str, object] = {
 
 
 @attrs.frozen
-class Setup:
+class Setup(GatewayDriver):
     ismg: Ismg
     merchant: ListenProcess
     gateway: GatewayProcess
     workdir: Path
-
-    async def submit(self, messages: Iterable[Sms]) -> None:
-        batch = list(messages)
-        reply = await submit(
-            self.gateway.address, APPID, SECRET, [sms.item() for sms in batch], timeout=10
-        )
-        assert [result.status for result in reply.results] == [Status.OK] * len(batch), reply
-
-    async def receipts_for(self, count: int, *, timeout: float = 15.0) -> list[Item]:
-        await self.merchant.wait_for(
-            lambda _: len(self.merchant.receipts()) >= count, timeout=timeout
-        )
-        return self.merchant.receipts()
 
 
 def cmpp_url(ismg: Ismg, **params: object) -> str:
@@ -92,21 +77,11 @@ async def cmpp_gateway(
 ) -> AsyncIterator[Setup]:
     """The ISMG, the merchant's `smsgw listen`, and `smsgw serve` between them, once the
     gateway has logged in."""
-    async with (
-        running_ismg(**(ismg_options or {})) as ismg,
-        listen_process(tmp_path / "merchant") as merchant,
-    ):
-        settings = {
-            "SMSGW_APPS": f"{APPID}:{SECRET}@{merchant.address}",
-            "SMSGW_CARRIER": cmpp_url(ismg, **(carrier or {})),
-            **FAST_GATEWAY,
-            **(env or {}),
-        }
-        workdir = tmp_path / "gateway"
-        async with gateway_process(workdir, settings) as gateway:
+    async with running_ismg(**(ismg_options or {})) as ismg:
+        carrier_url = cmpp_url(ismg, **(carrier or {}))
+        async with merchant_and_gateway(tmp_path, carrier_url, env) as (merchant, gateway, workdir):
             await ismg.next_event("login", timeout=10, status=0)
             yield Setup(ismg, merchant, gateway, workdir)
-        assert "Traceback" not in gateway.log_text(), gateway.log_text()[-3000:]
 
 
 async def settle(ismg: Ismg, reports: int) -> None:
@@ -117,14 +92,6 @@ async def settle(ismg: Ismg, reports: int) -> None:
 
 
 # -- codings and long messages --------------------------------------------------------------
-
-MIXED = (
-    Sms("short-latin", "8613800138001", SHORT_LATIN),
-    Sms("short-chinese", "8613800138002", SHORT_CHINESE, msgtype=2),
-    Sms("long-latin", "8613800138003", LONG_LATIN),
-    Sms("long-chinese", "8613800138004", LONG_CHINESE),
-)
-PARTS = {"short-latin": 1, "short-chinese": 1, "long-latin": 3, "long-chinese": 3}
 
 
 @pytest.mark.parametrize("version", ["3.0", "2.0"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,30 +23,29 @@ import attrs
 import pytest
 import trio
 
-from smsgw.client import submit
-from smsgw.protocol.status import Status
+# APPID and SECRET are also taken from here by the other e2e tests against the SMSC.
+from tests.e2e.delivery_support import APPID as APPID
+from tests.e2e.delivery_support import SECRET as SECRET
 from tests.e2e.delivery_support import now_ms
 from tests.e2e.operator_support import (
-    FAST_GATEWAY,
+    LONG_CHINESE,
+    MIXED,
+    PARTS,
+    SHORT_CHINESE,
+    SHORT_LATIN,
+    GatewayDriver,
     Sms,
     assert_receipts,
     check_after_drop,
+    merchant_and_gateway,
     stored_rows,
 )
-from tests.gateway_process import GatewayProcess, base_env, gateway_process, run_cli
+from tests.gateway_process import GatewayProcess, base_env, run_cli
 from tests.http_client import http, scrape_until
-from tests.listen_process import Item, ListenProcess, listen_process
+from tests.listen_process import ListenProcess
 from tests.smsc_process import ESME_ROK, ESME_RTHROTTLED, Event, Smsc, running_smsc
 
 pytestmark = pytest.mark.e2e
-
-APPID = "shop"
-SECRET = "shop-key"
-
-SHORT_LATIN = "Your code is 4821. Thank you!"
-SHORT_CHINESE = "您的验证码是四八二九，请在五分钟内输入。"  # 20 characters
-LONG_LATIN = " ".join(f"word{n:03d}" for n in range(50))  # 399 characters: 153 + 153 + 93
-LONG_CHINESE = "尊敬的客户您好您的订单已经发货请注意查收如有问题请联系客服谢谢" * 5  # 155: 67+67+21
 
 GSM = 0x00  # data_coding: GSM 03.38 default alphabet, one septet a byte
 UCS2 = 0x08
@@ -67,28 +66,11 @@ FAST_SMPP: dict[str, object] = {
 
 
 @attrs.frozen
-class Setup:
+class Setup(GatewayDriver):
     smsc: Smsc
     merchant: ListenProcess
     gateway: GatewayProcess
     workdir: Path
-
-    async def submit(self, messages: Iterable[Sms]) -> int:
-        """A001 the messages in one batch; every item must be accepted. Returns the time
-        (ms since the epoch) just before the submit, the earliest a sendtime can be."""
-        batch = list(messages)
-        before = now_ms()
-        reply = await submit(
-            self.gateway.address, APPID, SECRET, [sms.item() for sms in batch], timeout=10
-        )
-        assert [result.status for result in reply.results] == [Status.OK] * len(batch), reply
-        return before
-
-    async def receipts_for(self, count: int, *, timeout: float = 15.0) -> list[Item]:
-        await self.merchant.wait_for(
-            lambda _: len(self.merchant.receipts()) >= count, timeout=timeout
-        )
-        return self.merchant.receipts()
 
 
 def smpp_url(smsc: Smsc, **params: object) -> str:
@@ -108,21 +90,11 @@ async def smpp_gateway(
 ) -> AsyncIterator[Setup]:
     """The SMSC, the merchant's `smsgw listen`, and `smsgw serve` between them, once the
     gateway has bound its `links` SMPP connections."""
-    async with (
-        running_smsc(dlr_delay=0.02, **(smsc_options or {})) as smsc,
-        listen_process(tmp_path / "merchant") as merchant,
-    ):
-        settings = {
-            "SMSGW_APPS": f"{APPID}:{SECRET}@{merchant.address}",
-            "SMSGW_CARRIER": smpp_url(smsc, **(carrier or {})),
-            **FAST_GATEWAY,
-            **(env or {}),
-        }
-        workdir = tmp_path / "gateway"
-        async with gateway_process(workdir, settings) as gateway:
+    async with running_smsc(dlr_delay=0.02, **(smsc_options or {})) as smsc:
+        carrier_url = smpp_url(smsc, **(carrier or {}))
+        async with merchant_and_gateway(tmp_path, carrier_url, env) as (merchant, gateway, workdir):
             await smsc.wait_for_count("bind", links, timeout=10)
             yield Setup(smsc, merchant, gateway, workdir)
-        assert "Traceback" not in gateway.log_text(), gateway.log_text()[-3000:]
 
 
 # -- reading what arrived ------------------------------------------------------------------
@@ -155,14 +127,6 @@ async def settle(smsc: Smsc, receipts: int) -> None:
 
 
 # -- codings and long messages --------------------------------------------------------------
-
-MIXED = (
-    Sms("short-latin", "8613800138001", SHORT_LATIN),
-    Sms("short-chinese", "8613800138002", SHORT_CHINESE, msgtype=2),
-    Sms("long-latin", "8613800138003", LONG_LATIN),
-    Sms("long-chinese", "8613800138004", LONG_CHINESE),
-)
-PARTS = {"short-latin": 1, "short-chinese": 1, "long-latin": 3, "long-chinese": 3}
 
 
 def check_short(events: list[Event], text: str) -> None:
