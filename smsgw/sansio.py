@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Final, Generic, Literal, TypeVar
+from typing import ClassVar, Final, Generic, Literal, TypeVar
 
-__all__ = ["NEED_DATA", "LengthPrefixedStream", "NeedData"]
+__all__ = ["NEED_DATA", "LengthPrefixedStream", "NeedData", "PduProtocolError"]
 
 
 class NeedData(enum.Enum):
@@ -26,8 +26,32 @@ class NeedData(enum.Enum):
 
 NEED_DATA: Final = NeedData.NEED_DATA
 
+
+class PduProtocolError(Exception):
+    """Malformed input on a PDU stream (SMPP, CMPP): ``command_status`` is the status to
+    answer with, ``sequence_number`` None when the header could not be read, ``command_id``
+    None when unknown. ``recoverable`` says whether the stream can go on with the next
+    PDU. Each protocol subclasses it (its own docstring and repr)."""
+
+    recoverable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        command_status: int,
+        sequence_number: int | None = None,
+        command_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.command_status = command_status
+        self.sequence_number = sequence_number
+        self.command_id = command_id
+
+
 EventT = TypeVar("EventT")
-FramingErrorT = TypeVar("FramingErrorT", bound=Exception)
+FramingErrorT = TypeVar("FramingErrorT", bound=PduProtocolError)
 
 _U32 = struct.Struct(">I")
 

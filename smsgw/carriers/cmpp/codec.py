@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 import attrs
 
-from smsgw.sansio import NEED_DATA, LengthPrefixedStream, NeedData
+from smsgw.sansio import NEED_DATA, LengthPrefixedStream, NeedData, PduProtocolError
 
 __all__ = [
     "HEADER_LENGTH",
@@ -198,28 +198,12 @@ def describe_connect_status(status: int) -> str:
 # Errors
 
 
-class CmppProtocolError(Exception):
+class CmppProtocolError(PduProtocolError):
     """Malformed input. ``command_status`` is the Result (or CONNECT Status) to answer with
     in the matching response, when ``command_id`` is a request that has one; CMPP has no
     generic_nack, so an unknown command cannot be answered. ``sequence_number`` is None
     when the header could not be read. ``recoverable`` says whether the stream can go on
     with the next PDU."""
-
-    recoverable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        command_status: int,
-        sequence_number: int | None = None,
-        command_id: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.command_status = command_status
-        self.sequence_number = sequence_number
-        self.command_id = command_id
 
     def __repr__(self) -> str:
         command = f"0x{self.command_id:08X}" if self.command_id is not None else None

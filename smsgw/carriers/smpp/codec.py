@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Final, Self, TypeVar, overload
 
 import attrs
 
-from smsgw.sansio import LengthPrefixedStream
+from smsgw.sansio import LengthPrefixedStream, PduProtocolError
 
 HEADER_LENGTH: Final = 16
 MAX_PDU_LENGTH: Final = 64 * 1024
@@ -144,27 +144,11 @@ ESM_CLASS_UDHI: Final = 0x40
 # Errors
 
 
-class SmppProtocolError(Exception):
+class SmppProtocolError(PduProtocolError):
     """Malformed input. ``command_status`` is the status to answer with (in a generic_nack,
     or in the matching response when ``command_id`` is a known request); ``sequence_number``
     is None when the header could not be read. ``recoverable`` says whether the stream can
     go on with the next PDU."""
-
-    recoverable: ClassVar[bool] = False
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        command_status: int,
-        sequence_number: int | None = None,
-        command_id: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.command_status = command_status
-        self.sequence_number = sequence_number
-        self.command_id = command_id
 
     def __repr__(self) -> str:
         return (
