@@ -29,6 +29,7 @@ from typing import Any, Literal, TypedDict, Unpack
 import attrs
 import trio
 
+from tests.ismg.child import supervised
 from tests.ismg.events import Event as Event  # one decoded stdout line: {"event": kind, ...}
 from tests.ismg.events import EventLog, EventWaiting
 
@@ -334,36 +335,14 @@ async def running_smsc(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     smsc = Smsc(process, settings)
-    unwrapped: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(smsc._read_stdout)
-            nursery.start_soon(smsc._read_stderr)
-            try:
-                await smsc._wait_listening(start_timeout)
-                yield smsc
-                crashed = not smsc._stopping and process.poll() not in (None, 0)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await smsc._stop()
-                nursery.cancel_scope.cancel()
-            if crashed:
-                raise SmscError(
-                    f"the SMSC exited with code {process.returncode}; "
-                    f"stderr: {smsc.stderr.strip()!r}"
-                )
-    except BaseExceptionGroup as group:
-        # The nursery only runs the two stream readers, which never raise: whatever it
-        # wraps came from the body or from this function, so hand it back unwrapped
-        # (raised below, outside this handler, so that its own context stays as it was).
-        if len(group.exceptions) != 1:
-            raise
-        unwrapped = group.exceptions[0]
-    finally:
-        if process.returncode is None:
-            process.kill()
-    if unwrapped is not None:
-        raise unwrapped
+    async with supervised(process, (smsc._read_stdout, smsc._read_stderr), smsc._stop):
+        await smsc._wait_listening(start_timeout)
+        yield smsc
+        crashed = not smsc._stopping and process.poll() not in (None, 0)
+    if crashed:
+        raise SmscError(
+            f"the SMSC exited with code {process.returncode}; stderr: {smsc.stderr.strip()!r}"
+        )
 
 
 @attrs.frozen

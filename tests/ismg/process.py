@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import trio
 
+from .child import supervised
 from .cli import to_args
 from .events import Event, EventLog, IsmgError
 from .server import IsmgControl, IsmgOptions
@@ -115,34 +116,14 @@ async def running_ismg_process(
         cwd=REPO_ROOT,
     )
     ismg = IsmgProcess(process, settings)
-    unwrapped: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ismg._read_stdout)
-            nursery.start_soon(ismg._read_stderr)
-            try:
-                try:
-                    listening = await ismg.log.next_event("listening", start_timeout)
-                except IsmgError:
-                    with trio.move_on_after(2):
-                        await process.wait()
-                    raise IsmgError(
-                        f"the ISMG did not start (exit {process.returncode}): {ismg.stderr_text}"
-                    ) from None
-                ismg.port = int(listening["port"])
-                yield ismg
-            finally:
-                with trio.CancelScope(shield=True):
-                    await ismg._stop()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # Only the two stream readers run in the nursery and they never raise: whatever it
-        # wraps came from the block, so hand it back as it was raised.
-        if len(group.exceptions) != 1:
-            raise
-        unwrapped = group.exceptions[0]
-    finally:
-        if process.returncode is None:
-            process.kill()
-    if unwrapped is not None:
-        raise unwrapped
+    async with supervised(process, (ismg._read_stdout, ismg._read_stderr), ismg._stop):
+        try:
+            listening = await ismg.log.next_event("listening", start_timeout)
+        except IsmgError:
+            with trio.move_on_after(2):
+                await process.wait()
+            raise IsmgError(
+                f"the ISMG did not start (exit {process.returncode}): {ismg.stderr_text}"
+            ) from None
+        ismg.port = int(listening["port"])
+        yield ismg
