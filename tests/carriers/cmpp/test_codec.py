@@ -1,3 +1,4 @@
+import itertools
 import random
 import struct
 
@@ -21,6 +22,7 @@ from smsgw.carriers.cmpp.codec import (
     encode_pdu,
 )
 
+from ..stream_support import drain, feed_in_pieces
 from .samples import SAMPLE_PDUS, SAMPLE_REPORT
 
 V20, V30 = CmppVersion.V20, CmppVersion.V30
@@ -30,17 +32,6 @@ ALL_SAMPLES = [*SAMPLE_PDUS, SAMPLE_REPORT]
 
 def frame(command_id: int, body: bytes, sequence: int = 1) -> bytes:
     return struct.pack(">III", 12 + len(body), command_id, sequence) + body
-
-
-def drain(conn: CmppConnection) -> list[Pdu]:
-    """Every complete PDU the connection holds; fails on any protocol error."""
-    out: list[Pdu] = []
-    for _ in range(10_000):
-        event = conn.next_event()
-        if event is NEED_DATA:
-            return out
-        out.append(event)
-    raise AssertionError("next_event never returned NEED_DATA")
 
 
 def stream(version: CmppVersion) -> bytes:
@@ -224,41 +215,21 @@ def test_whole_stream_at_once(version: CmppVersion) -> None:
 
 @BOTH
 def test_byte_by_byte(version: CmppVersion) -> None:
-    conn = CmppConnection(version)
-    out: list[Pdu] = []
-    for octet in stream(version):
-        conn.receive_data(bytes([octet]))
-        out.extend(drain(conn))
+    out = feed_in_pieces(CmppConnection(version), stream(version), itertools.repeat(1))
     assert out == ALL_SAMPLES
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_random_splits(seed: int) -> None:
     rng = random.Random(seed)
-    data = stream(V30)
-    conn = CmppConnection(V30)
-    out: list[Pdu] = []
-    pos = 0
-    while pos < len(data):
-        step = rng.randint(1, 60)
-        conn.receive_data(data[pos : pos + step])
-        pos += step
-        out.extend(drain(conn))
+    steps = (rng.randint(1, 60) for _ in itertools.count())
+    out = feed_in_pieces(CmppConnection(V30), stream(V30), steps)
     assert out == ALL_SAMPLES
 
 
 @given(st.lists(st.integers(min_value=1, max_value=200), min_size=1))
 def test_hypothesis_splits(cuts: list[int]) -> None:
-    data = stream(V20)
-    conn = CmppConnection(V20)
-    out: list[Pdu] = []
-    pos = 0
-    for cut in cuts:
-        conn.receive_data(data[pos : pos + cut])
-        pos += cut
-        out.extend(drain(conn))
-    conn.receive_data(data[pos:])
-    out.extend(drain(conn))
+    out = feed_in_pieces(CmppConnection(V20), stream(V20), cuts)
     assert out == ALL_SAMPLES
 
 

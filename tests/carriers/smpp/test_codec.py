@@ -1,3 +1,4 @@
+import itertools
 import random
 import struct
 
@@ -21,6 +22,7 @@ from smsgw.carriers.smpp.codec import (
 )
 from smsgw.sansio import NEED_DATA
 
+from ..stream_support import drain, feed_in_pieces
 from .samples import SAMPLE_PDUS, sample_stream
 
 
@@ -30,17 +32,6 @@ def header(length: int, command_id: int, status: int = 0, sequence: int = 1) -> 
 
 def frame(command_id: int, body: bytes, sequence: int = 1, status: int = 0) -> bytes:
     return header(16 + len(body), command_id, status, sequence) + body
-
-
-def drain(conn: SmppConnection) -> list[Pdu]:
-    """Every complete PDU the connection holds; fails on any protocol error."""
-    out: list[Pdu] = []
-    for _ in range(10_000):
-        event = conn.next_event()
-        if event is NEED_DATA:
-            return out
-        out.append(event)
-    raise AssertionError("next_event never returned NEED_DATA")
 
 
 SUBMIT_BODY_HEAD = (
@@ -159,41 +150,21 @@ def test_whole_stream_at_once() -> None:
 
 
 def test_byte_by_byte() -> None:
-    conn = SmppConnection()
-    received: list[Pdu] = []
-    for byte in sample_stream():
-        conn.receive_data(bytes([byte]))
-        received.extend(drain(conn))
+    received = feed_in_pieces(SmppConnection(), sample_stream(), itertools.repeat(1))
     assert received == SAMPLE_PDUS
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_random_splits(seed: int) -> None:
     rng = random.Random(seed)
-    data = sample_stream()
-    conn = SmppConnection()
-    received: list[Pdu] = []
-    position = 0
-    while position < len(data):
-        step = rng.randint(1, 80)
-        conn.receive_data(data[position : position + step])
-        position += step
-        received.extend(drain(conn))
+    steps = (rng.randint(1, 80) for _ in itertools.count())
+    received = feed_in_pieces(SmppConnection(), sample_stream(), steps)
     assert received == SAMPLE_PDUS
 
 
 @given(st.lists(st.integers(min_value=1, max_value=200), min_size=1))
 def test_hypothesis_splits(cuts: list[int]) -> None:
-    data = sample_stream()
-    conn = SmppConnection()
-    received: list[Pdu] = []
-    position = 0
-    for cut in cuts:
-        conn.receive_data(data[position : position + cut])
-        position += cut
-        received.extend(drain(conn))
-    conn.receive_data(data[position:])
-    received.extend(drain(conn))
+    received = feed_in_pieces(SmppConnection(), sample_stream(), cuts)
     assert received == SAMPLE_PDUS
 
 
