@@ -29,7 +29,7 @@ from typing import Any, Literal, TypedDict, Unpack
 import attrs
 import trio
 
-from tests.ismg.child import supervised
+from tests.ismg.child import keep_tail, read_events, supervised
 from tests.ismg.events import Event as Event  # one decoded stdout line: {"event": kind, ...}
 from tests.ismg.events import EventLog, EventWaiting
 
@@ -49,7 +49,6 @@ ESME_RBINDFAIL = 0x0D
 ESME_RTHROTTLED = 0x58
 ESME_RINVCMDID = 0x03
 
-_STDERR_KEPT = 16 * 1024  # the tail of the SMSC's stderr kept for error messages
 _STOP_GRACE = 5.0  # seconds the SMSC gets to exit after stdin EOF before SIGTERM
 
 
@@ -250,41 +249,12 @@ class Smsc(EventWaiting):
 
     # -- process -----------------------------------------------------------------------------
 
-    def _add_line(self, line: bytes) -> None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            event = None
-        if not isinstance(event, dict):
-            event = {"event": "unparsed", "line": line.decode("utf-8", "replace")}
-        self.log.add(event)
-
     async def _read_stdout(self) -> None:
-        stream = self.process.stdout
-        assert stream is not None
-        pending = bytearray()
-        try:
-            async for chunk in stream:
-                pending += chunk
-                while (end := pending.find(b"\n")) >= 0:
-                    self._add_line(bytes(pending[:end]))
-                    del pending[: end + 1]
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            if pending.strip():
-                self._add_line(bytes(pending))
-            self.log.close()
+        await read_events(self.process.stdout, self.log)
 
     async def _read_stderr(self) -> None:
-        stream = self.process.stderr
-        assert stream is not None
         try:
-            async for chunk in stream:
-                self._stderr += chunk
-                del self._stderr[:-_STDERR_KEPT]
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            await keep_tail(self.process.stderr, self._stderr)
         finally:
             self._stderr_closed.set()
 

@@ -24,13 +24,12 @@ from typing import Any
 import attrs
 import trio
 
-from .child import supervised
+from .child import keep_tail, read_events, supervised
 from .cli import to_args
 from .events import Event, EventLog, IsmgError
 from .server import IsmgControl, IsmgOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_STDERR_KEPT = 16 * 1024
 _STOP_GRACE = 5.0  # seconds to exit after stdin EOF, before SIGTERM
 
 
@@ -64,29 +63,10 @@ class IsmgProcess(IsmgControl):
         return self.stderr.decode("utf-8", "replace").strip()
 
     async def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        pending = b""
-        try:
-            async for chunk in self.process.stdout:
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        event = {"event": "unparsed", "line": line.decode("utf-8", "replace")}
-                    self.log.add(event)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.log.close()
+        await read_events(self.process.stdout, self.log)
 
     async def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            async for chunk in self.process.stderr:
-                self.stderr += chunk
-                del self.stderr[:-_STDERR_KEPT]
+        await keep_tail(self.process.stderr, self.stderr)
 
     async def _stop(self) -> None:
         """stdin EOF (a clean exit), then SIGTERM, then SIGKILL."""
