@@ -16,7 +16,7 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 
 from smsgw.carriers.base import MobileOriginated
-from smsgw.lifecycle import OWNED_STATES, PREDECESSORS, Receipt
+from smsgw.lifecycle import OWNED_STATES, PREDECESSORS
 from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
@@ -34,28 +34,24 @@ from smsgw.store.base import (
     PartRecord,
     PartReport,
     PushRecord,
-    PushState,
     Reclaimed,
     State,
     UnknownMessage,
 )
 from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.postgres.notify import Wakes
+from smsgw.store.rows import (
+    MESSAGE_COLUMN_NAMES,
+    MESSAGE_COLUMNS,
+    MESSAGE_WITH_PART_COLUMNS,
+    PUSH_COLUMNS,
+    message_record,
+    push_record,
+)
 
 Conn = Connection[TupleRow]
 Key = tuple[int, int]  # a part: message id, part number
 
-MESSAGE_COLUMNS: Final = (
-    "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
-    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error, owner"
-)
-_MESSAGE_COLUMN_COUNT: Final = len(MESSAGE_COLUMNS.split(","))
-# An outbox item with its message's msgid and phone (`pushes p JOIN messages m`).
-PUSH_COLUMNS: Final = (
-    "p.id, p.appid, p.message_id, p.kind, m.msgid, m.phone, p.final, p.success, p.stat,"
-    " p.attempt, p.sendtime, p.carrier_msgid, p.error, p.state, p.attempts,"
-    " p.next_attempt_at, p.last_error, p.updated_at"
-)
 WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
 
 # One statement per group for every accept of the group: the rows in, the keys of those that
@@ -186,16 +182,16 @@ LOCK_PART_IDS_SQL: Final = (
     "BEGIN; SELECT count(pg_advisory_xact_lock({}, k)) FROM unnest(ARRAY[{}]::int4[]) AS k"
 )
 MESSAGE_WITH_PARTS_SQL: Final = (
-    "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
+    f"SELECT {MESSAGE_WITH_PART_COLUMNS}"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id = %s ORDER BY p.part_no"
-).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+)
 MESSAGES_WITH_PARTS_SQL: Final = (
-    "SELECT COALESCE(json_agg(json_build_array({}, p.part_no, p.carrier_msgid, p.reported,"
-    " p.delivered, p.stat, p.reported_at) ORDER BY m.id, p.part_no), '[]')::text"
+    f"SELECT COALESCE(json_agg(json_build_array({MESSAGE_WITH_PART_COLUMNS})"
+    " ORDER BY m.id, p.part_no), '[]')::text"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))"
-).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+)
 _FULLY_REPORTED_SQL: Final = (
     "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
     " ORDER BY p.reported_at DESC, p.part_no DESC LIMIT 1)"
@@ -215,53 +211,6 @@ DELETE_INBOUND_SQL: Final = (
     "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound WHERE received_at < %s"
     " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
-
-
-def message(row: Sequence[Any]) -> MessageRecord:
-    return MessageRecord(
-        id=row[0],
-        appid=row[1],
-        msgid=row[2],
-        phone=row[3],
-        message=row[4],
-        msgtype=row[5],
-        segments=row[6],
-        state=State(row[7]),
-        attempts=row[8],
-        accepted_at_ms=row[9],
-        next_attempt_at_ms=row[10],
-        submitted_at_ms=row[11],
-        final_at_ms=row[12],
-        carrier_msgid=row[13],
-        stat=row[14],
-        error=row[15],
-        owner=row[16],
-    )
-
-
-def push(row: Sequence[Any]) -> PushRecord:
-    return PushRecord(
-        id=row[0],
-        appid=row[1],
-        message_id=row[2],
-        kind=row[3],
-        msgid=row[4],
-        phone=row[5],
-        receipt=Receipt(
-            final=row[6],
-            success=row[7],
-            stat=row[8],
-            attempt=row[9],
-            sendtime_ms=row[10],
-            carrier_msgid=row[11],
-            error=row[12],
-        ),
-        state=PushState(row[13]),
-        attempts=row[14],
-        next_attempt_at_ms=row[15],
-        last_error=row[16],
-        updated_at_ms=row[17],
-    )
 
 
 # ---------------------------------------------------------------------- accept
@@ -365,7 +314,7 @@ def reclaim(conn: Conn, claimant: str, now_ms: int, dead: Sequence[str], wakes: 
     return Reclaimed(
         owners=tuple(sorted(lost)),
         requeued=len(requeued),
-        in_doubt=tuple(sorted((message(row) for row in in_doubt), key=lambda m: m.id)),
+        in_doubt=tuple(sorted((message_record(row) for row in in_doubt), key=lambda m: m.id)),
     )
 
 
@@ -395,7 +344,7 @@ def fully_reported(conn: Conn, reported_before_ms: int, limit: int) -> list[Part
 
 def claim_due(conn: Conn, now_ms: int, limit: int, owner: str) -> list[MessageRecord]:
     found = conn.execute(CLAIM_SQL, (owner, now_ms, limit)).fetchone()
-    return [message(row) for row in json.loads(found[0] if found else "[]")]
+    return [message_record(row) for row in json.loads(found[0] if found else "[]")]
 
 
 def unclaim(conn: Conn, ids: Sequence[int], owner: str, wakes: Wakes) -> None:
@@ -421,7 +370,7 @@ def overdue_submitted(conn: Conn, submitted_before_ms: int, limit: int) -> list[
         " AND submitted_at < %s ORDER BY submitted_at, id LIMIT %s",
         (submitted_before_ms, limit),
     ).fetchall()
-    return [message(row) for row in rows]
+    return [message_record(row) for row in rows]
 
 
 def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> list[Applied]:
@@ -642,7 +591,7 @@ def _match(
     part: PartRecord | None = None
     for row in rows:
         number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
-            _MESSAGE_COLUMN_COUNT:
+            len(MESSAGE_COLUMN_NAMES) :
         ]
         if number in unreported:
             was_reported, was_delivered, stat, reported_at = False, False, None, None
@@ -657,7 +606,7 @@ def _match(
     if part is None:
         raise UnknownMessage(int(rows[0][0]))  # the caller found the part: cannot happen
     return PartMatch(
-        message=message(rows[0]),
+        message=message_record(rows[0]),
         part_no=part_no,
         part=part,
         parts=len(rows),
@@ -761,7 +710,7 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
 
 def due_pushes(conn: Conn, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
     found = conn.execute(DUE_PUSHES_SQL, (appid, now_ms, limit)).fetchone()
-    return [push(row) for row in json.loads(found[0] if found else "[]")]
+    return [push_record(row) for row in json.loads(found[0] if found else "[]")]
 
 
 def apps_with_due_pushes(conn: Conn, now_ms: int) -> list[str]:
@@ -825,7 +774,7 @@ def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
         ).fetchall()
     histories: list[MessageHistory] = []
     for row in rows:
-        found = message(row)
+        found = message_record(row)
         accepted = Event(EventKind.ACCEPTED.value, found.accepted_at_ms, 0)
         stored_events = conn.execute(
             "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
@@ -847,7 +796,7 @@ def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
                 found,
                 (accepted, *(Event(*event) for event in stored_events)),
                 tuple(PartRecord(*part) for part in parts),
-                tuple(push(row) for row in pushes),
+                tuple(push_record(row) for row in pushes),
             )
         )
     return histories
