@@ -11,26 +11,11 @@ from smsgw.lifecycle import Receipt
 from smsgw.store.base import MessageRecord, PushRecord, PushState, State
 
 # The columns of a `MessageRecord`, in the order `message_record` reads them.
-MESSAGE_COLUMN_NAMES: Final = (
-    "id",
-    "appid",
-    "msgid",
-    "phone",
-    "message",
-    "msgtype",
-    "segments",
-    "state",
-    "attempts",
-    "accepted_at",
-    "next_attempt_at",
-    "submitted_at",
-    "final_at",
-    "carrier_msgid",
-    "stat",
-    "error",
-    "owner",
+MESSAGE_COLUMNS: Final = (
+    "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
+    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error, owner"
 )
-MESSAGE_COLUMNS: Final = ", ".join(MESSAGE_COLUMN_NAMES)
+MESSAGE_COLUMN_NAMES: Final = tuple(MESSAGE_COLUMNS.split(", "))
 # The same of `messages m` (in a join with `message_parts p`), then the part's columns.
 MESSAGE_WITH_PART_COLUMNS: Final = (
     ", ".join(f"m.{name}" for name in MESSAGE_COLUMN_NAMES)
