@@ -21,8 +21,6 @@ from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
     Applied,
-    Event,
-    EventKind,
     InboundRecord,
     MessageHistory,
     MessageRecord,
@@ -38,6 +36,7 @@ from smsgw.store.base import (
     State,
     UnknownMessage,
 )
+from smsgw.store.history import history_sql, read_history
 from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.postgres.notify import Wakes
 from smsgw.store.rows import (
@@ -760,46 +759,13 @@ def record_push_result(
 # ---------------------------------------------------------------------- queries
 
 
+_HISTORY_SQL: Final = history_sql("%s")
+
+
 def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
-    if appid is None:
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s ORDER BY appid, phone, id",
-            (msgid,),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s AND appid = %s"
-            " ORDER BY phone, id",
-            (msgid, appid),
-        ).fetchall()
-    histories: list[MessageHistory] = []
-    for row in rows:
-        found = message_record(row)
-        accepted = Event(EventKind.ACCEPTED.value, found.accepted_at_ms, 0)
-        stored_events = conn.execute(
-            "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
-            " WHERE message_id = %s ORDER BY id",
-            (found.id,),
-        ).fetchall()
-        parts = conn.execute(
-            "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
-            " FROM message_parts WHERE message_id = %s ORDER BY part_no",
-            (found.id,),
-        ).fetchall()
-        pushes = conn.execute(
-            f"SELECT {PUSH_COLUMNS} FROM pushes p JOIN messages m ON m.id = p.message_id"
-            " WHERE p.message_id = %s ORDER BY p.id",
-            (found.id,),
-        ).fetchall()
-        histories.append(
-            MessageHistory(
-                found,
-                (accepted, *(Event(*event) for event in stored_events)),
-                tuple(PartRecord(*part) for part in parts),
-                tuple(push_record(row) for row in pushes),
-            )
-        )
-    return histories
+    return read_history(
+        lambda sql, params: conn.execute(sql, params).fetchall(), _HISTORY_SQL, msgid, appid
+    )
 
 
 def counts(conn: Conn, table: str, states: Sequence[str]) -> dict[str, int]:

@@ -13,8 +13,6 @@ from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
     Applied,
-    Event,
-    EventKind,
     MessageHistory,
     MessageRecord,
     MessageUpdate,
@@ -28,13 +26,13 @@ from smsgw.store.base import (
     State,
     UnknownMessage,
 )
+from smsgw.store.history import history_sql, read_history
 from smsgw.store.rows import (
     MESSAGE_COLUMN_NAMES,
     MESSAGE_COLUMNS,
     MESSAGE_WITH_PART_COLUMNS,
     PUSH_COLUMNS,
     message_record,
-    push_record,
 )
 from smsgw.store.sqlite.writer import OpFn
 
@@ -511,43 +509,10 @@ def _record_part_report(conn: sqlite3.Connection, report: PartReport) -> PartMat
     return _part_match(conn, message_id, part_no, duplicate=True)
 
 
+_HISTORY_SQL: Final = history_sql("?")
+
+
 def _history(conn: sqlite3.Connection, msgid: str, appid: str | None) -> list[MessageHistory]:
-    if appid is None:
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = ? ORDER BY appid, phone, id",
-            (msgid,),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = ? AND appid = ?"
-            " ORDER BY phone, id",
-            (msgid, appid),
-        ).fetchall()
-    histories: list[MessageHistory] = []
-    for row in rows:
-        message = message_record(row)
-        accepted = Event(EventKind.ACCEPTED.value, message.accepted_at_ms, 0)
-        stored_events = conn.execute(
-            "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
-            " WHERE message_id = ? ORDER BY id",
-            (message.id,),
-        )
-        events = (accepted, *(Event(*event) for event in stored_events))
-        parts = tuple(
-            PartRecord(part_no, carrier_msgid, bool(reported), bool(delivered), stat, at)
-            for part_no, carrier_msgid, reported, delivered, stat, at in conn.execute(
-                "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
-                " FROM message_parts WHERE message_id = ? ORDER BY part_no",
-                (message.id,),
-            )
-        )
-        pushes = tuple(
-            push_record(push)
-            for push in conn.execute(
-                f"SELECT {PUSH_COLUMNS} FROM pushes p JOIN messages m ON m.id = p.message_id"
-                " WHERE p.message_id = ? ORDER BY p.id",
-                (message.id,),
-            )
-        )
-        histories.append(MessageHistory(message, events, parts, pushes))
-    return histories
+    return read_history(
+        lambda sql, params: conn.execute(sql, params).fetchall(), _HISTORY_SQL, msgid, appid
+    )
