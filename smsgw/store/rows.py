@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from smsgw.lifecycle import Receipt
-from smsgw.store.base import MessageRecord, PushRecord, PushState, State
+from smsgw.store.base import (
+    MessageRecord,
+    PartMatch,
+    PartRecord,
+    PushRecord,
+    PushState,
+    State,
+    UnknownMessage,
+)
 
 # The columns of a `MessageRecord`, in the order `message_record` reads them.
 MESSAGE_COLUMNS: Final = (
@@ -76,4 +84,48 @@ def push_record(row: Sequence[Any]) -> PushRecord:
         next_attempt_at_ms=row[15],
         last_error=row[16],
         updated_at_ms=row[17],
+    )
+
+
+def part_match_record(
+    rows: Sequence[Sequence[Any]],
+    part_no: int,
+    *,
+    duplicate: bool,
+    unreported: frozenset[int] = frozenset(),
+) -> PartMatch:
+    """The match of one part from its message's rows of `<MESSAGE_WITH_PART_COLUMNS>` (one
+    per part, by number); the parts in `unreported` are shown as they were before this call
+    (reported later in it)."""
+    reported = delivered = 0
+    failed_stat: str | None = None  # of the first part (by number) reported not delivered
+    failed = False
+    part: PartRecord | None = None
+    for row in rows:
+        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
+            len(MESSAGE_COLUMN_NAMES) :
+        ]
+        if number in unreported:
+            was_reported, was_delivered, stat, reported_at = False, False, None, None
+        if was_reported:
+            reported += 1
+            if was_delivered:
+                delivered += 1
+            elif not failed:
+                failed, failed_stat = True, stat
+        if number == part_no:
+            part = PartRecord(
+                number, carrier_msgid, bool(was_reported), bool(was_delivered), stat, reported_at
+            )
+    if part is None:
+        raise UnknownMessage(int(rows[0][0]))  # the caller found the part: cannot happen
+    return PartMatch(
+        message=message_record(rows[0]),
+        part_no=part_no,
+        part=part,
+        parts=len(rows),
+        reported=reported,
+        delivered=delivered,
+        failed_stat=failed_stat,
+        duplicate=duplicate,
     )

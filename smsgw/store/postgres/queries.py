@@ -29,7 +29,6 @@ from smsgw.store.base import (
     OwnerInfo,
     OwnerRecord,
     PartMatch,
-    PartRecord,
     PartReport,
     PushRecord,
     Reclaimed,
@@ -40,11 +39,11 @@ from smsgw.store.history import history_sql, read_history
 from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.postgres.notify import Wakes
 from smsgw.store.rows import (
-    MESSAGE_COLUMN_NAMES,
     MESSAGE_COLUMNS,
     MESSAGE_WITH_PART_COLUMNS,
     PUSH_COLUMNS,
     message_record,
+    part_match_record,
     push_record,
 )
 
@@ -572,48 +571,7 @@ def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) ->
     rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
     if not rows:
         raise UnknownMessage(message_id)  # the caller found the part: cannot happen
-    return _match(rows, part_no, duplicate=duplicate)
-
-
-def _match(
-    rows: Sequence[Sequence[Any]],
-    part_no: int,
-    *,
-    duplicate: bool,
-    unreported: frozenset[int] = frozenset(),
-) -> PartMatch:
-    """The match of one part from its message's rows (one per part, by number); the parts
-    in `unreported` are shown as they were before this call (reported later in it)."""
-    reported = delivered = 0
-    failed_stat: str | None = None  # of the first part (by number) reported not delivered
-    failed = False
-    part: PartRecord | None = None
-    for row in rows:
-        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
-            len(MESSAGE_COLUMN_NAMES) :
-        ]
-        if number in unreported:
-            was_reported, was_delivered, stat, reported_at = False, False, None, None
-        if was_reported:
-            reported += 1
-            if was_delivered:
-                delivered += 1
-            elif not failed:
-                failed, failed_stat = True, stat
-        if number == part_no:
-            part = PartRecord(number, carrier_msgid, was_reported, was_delivered, stat, reported_at)
-    if part is None:
-        raise UnknownMessage(int(rows[0][0]))  # the caller found the part: cannot happen
-    return PartMatch(
-        message=message_record(rows[0]),
-        part_no=part_no,
-        part=part,
-        parts=len(rows),
-        reported=reported,
-        delivered=delivered,
-        failed_stat=failed_stat,
-        duplicate=duplicate,
-    )
+    return part_match_record(rows, part_no, duplicate=duplicate)
 
 
 def record_part_reports(
@@ -699,7 +657,9 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
         message_id, part_no = key
         later = frozenset(part for n, part in taken_by_message.get(message_id, ()) if n > index)
         matches.append(
-            _match(by_message[message_id], part_no, duplicate=index not in taken, unreported=later)
+            part_match_record(
+                by_message[message_id], part_no, duplicate=index not in taken, unreported=later
+            )
         )
     return matches
 

@@ -20,7 +20,6 @@ from smsgw.store.base import (
     OwnerInfo,
     OwnerRecord,
     PartMatch,
-    PartRecord,
     PartReport,
     Reclaimed,
     State,
@@ -28,11 +27,11 @@ from smsgw.store.base import (
 )
 from smsgw.store.history import history_sql, read_history
 from smsgw.store.rows import (
-    MESSAGE_COLUMN_NAMES,
     MESSAGE_COLUMNS,
     MESSAGE_WITH_PART_COLUMNS,
     PUSH_COLUMNS,
     message_record,
+    part_match_record,
 )
 from smsgw.store.sqlite.writer import OpFn
 
@@ -440,36 +439,7 @@ def _part_match(
     rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
     if not rows:
         raise UnknownMessage(message_id)  # the caller found the part: cannot happen
-    reported = delivered = failed = 0
-    failed_stat: str | None = None  # of the first part (by number) reported not delivered
-    part: PartRecord | None = None
-    for row in rows:
-        part_columns = row[len(MESSAGE_COLUMN_NAMES) :]
-        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = part_columns
-        if was_reported:
-            reported += 1
-            if was_delivered:
-                delivered += 1
-            else:
-                if not failed:
-                    failed_stat = stat
-                failed += 1
-        if number == part_no:
-            part = PartRecord(
-                number, carrier_msgid, bool(was_reported), bool(was_delivered), stat, reported_at
-            )
-    if part is None:
-        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
-    return PartMatch(
-        message=message_record(rows[0]),
-        part_no=part_no,
-        part=part,
-        parts=len(rows),
-        reported=reported,
-        delivered=delivered,
-        failed_stat=failed_stat,
-        duplicate=duplicate,
-    )
+    return part_match_record(rows, part_no, duplicate=duplicate)
 
 
 def _part_reports_op(reports: tuple[PartReport, ...], now_ms: int) -> OpFn[list[PartMatch | None]]:
