@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from smsgw.records import MobileOriginated
 from smsgw.store.base import (
@@ -228,18 +228,17 @@ class SqliteStore(GroupWriter):
         return await self._read(read)
 
     async def counts(self) -> dict[str, int]:
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
-            counts = {str(state): 0 for state in State}
-            for state, count in conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state"):
-                counts[state] = count
-            return counts
-
-        return await self._read(read)
+        return await self._counts("SELECT state, COUNT(*) FROM messages GROUP BY state", State)
 
     async def push_counts(self) -> dict[str, int]:
+        return await self._counts("SELECT state, COUNT(*) FROM pushes GROUP BY state", PushState)
+
+    async def _counts(self, sql: str, states: Iterable[str]) -> dict[str, int]:
+        """Every state of `states` with its count (0 for none) by `sql`'s (state, count)."""
+
         def read(conn: sqlite3.Connection) -> dict[str, int]:
-            counts = {str(state): 0 for state in PushState}
-            for state, count in conn.execute("SELECT state, COUNT(*) FROM pushes GROUP BY state"):
+            counts = {str(state): 0 for state in states}
+            for state, count in conn.execute(sql):
                 counts[state] = count
             return counts
 
