@@ -16,13 +16,11 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 
 from smsgw.carriers.base import MobileOriginated
-from smsgw.lifecycle import OWNED_STATES, PREDECESSORS, Receipt
+from smsgw.lifecycle import OWNED_STATES, PREDECESSORS
 from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
     Applied,
-    Event,
-    EventKind,
     InboundRecord,
     MessageHistory,
     MessageRecord,
@@ -31,31 +29,27 @@ from smsgw.store.base import (
     OwnerInfo,
     OwnerRecord,
     PartMatch,
-    PartRecord,
     PartReport,
     PushRecord,
-    PushState,
     Reclaimed,
     State,
     UnknownMessage,
 )
+from smsgw.store.history import history_sql, read_history
 from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
 from smsgw.store.postgres.notify import Wakes
+from smsgw.store.rows import (
+    MESSAGE_COLUMNS,
+    MESSAGE_WITH_PART_COLUMNS,
+    PUSH_COLUMNS,
+    message_record,
+    part_match_record,
+    push_record,
+)
 
 Conn = Connection[TupleRow]
 Key = tuple[int, int]  # a part: message id, part number
 
-MESSAGE_COLUMNS: Final = (
-    "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
-    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error, owner"
-)
-_MESSAGE_COLUMN_COUNT: Final = len(MESSAGE_COLUMNS.split(","))
-# An outbox item with its message's msgid and phone (`pushes p JOIN messages m`).
-PUSH_COLUMNS: Final = (
-    "p.id, p.appid, p.message_id, p.kind, m.msgid, m.phone, p.final, p.success, p.stat,"
-    " p.attempt, p.sendtime, p.carrier_msgid, p.error, p.state, p.attempts,"
-    " p.next_attempt_at, p.last_error, p.updated_at"
-)
 WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
 
 # One statement per group for every accept of the group: the rows in, the keys of those that
@@ -186,16 +180,16 @@ LOCK_PART_IDS_SQL: Final = (
     "BEGIN; SELECT count(pg_advisory_xact_lock({}, k)) FROM unnest(ARRAY[{}]::int4[]) AS k"
 )
 MESSAGE_WITH_PARTS_SQL: Final = (
-    "SELECT {}, p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
+    f"SELECT {MESSAGE_WITH_PART_COLUMNS}"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id = %s ORDER BY p.part_no"
-).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+)
 MESSAGES_WITH_PARTS_SQL: Final = (
-    "SELECT COALESCE(json_agg(json_build_array({}, p.part_no, p.carrier_msgid, p.reported,"
-    " p.delivered, p.stat, p.reported_at) ORDER BY m.id, p.part_no), '[]')::text"
+    f"SELECT COALESCE(json_agg(json_build_array({MESSAGE_WITH_PART_COLUMNS})"
+    " ORDER BY m.id, p.part_no), '[]')::text"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id IN (SELECT value::bigint FROM json_array_elements_text(%s::json))"
-).format(", ".join(f"m.{name.strip()}" for name in MESSAGE_COLUMNS.split(",")))
+)
 _FULLY_REPORTED_SQL: Final = (
     "SELECT m.id, (SELECT p.part_no FROM message_parts p WHERE p.message_id = m.id"
     " ORDER BY p.reported_at DESC, p.part_no DESC LIMIT 1)"
@@ -215,53 +209,6 @@ DELETE_INBOUND_SQL: Final = (
     "DELETE FROM inbound WHERE id IN (SELECT id FROM inbound WHERE received_at < %s"
     " ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
-
-
-def message(row: Sequence[Any]) -> MessageRecord:
-    return MessageRecord(
-        id=row[0],
-        appid=row[1],
-        msgid=row[2],
-        phone=row[3],
-        message=row[4],
-        msgtype=row[5],
-        segments=row[6],
-        state=State(row[7]),
-        attempts=row[8],
-        accepted_at_ms=row[9],
-        next_attempt_at_ms=row[10],
-        submitted_at_ms=row[11],
-        final_at_ms=row[12],
-        carrier_msgid=row[13],
-        stat=row[14],
-        error=row[15],
-        owner=row[16],
-    )
-
-
-def push(row: Sequence[Any]) -> PushRecord:
-    return PushRecord(
-        id=row[0],
-        appid=row[1],
-        message_id=row[2],
-        kind=row[3],
-        msgid=row[4],
-        phone=row[5],
-        receipt=Receipt(
-            final=row[6],
-            success=row[7],
-            stat=row[8],
-            attempt=row[9],
-            sendtime_ms=row[10],
-            carrier_msgid=row[11],
-            error=row[12],
-        ),
-        state=PushState(row[13]),
-        attempts=row[14],
-        next_attempt_at_ms=row[15],
-        last_error=row[16],
-        updated_at_ms=row[17],
-    )
 
 
 # ---------------------------------------------------------------------- accept
@@ -365,7 +312,7 @@ def reclaim(conn: Conn, claimant: str, now_ms: int, dead: Sequence[str], wakes: 
     return Reclaimed(
         owners=tuple(sorted(lost)),
         requeued=len(requeued),
-        in_doubt=tuple(sorted((message(row) for row in in_doubt), key=lambda m: m.id)),
+        in_doubt=tuple(sorted((message_record(row) for row in in_doubt), key=lambda m: m.id)),
     )
 
 
@@ -395,7 +342,7 @@ def fully_reported(conn: Conn, reported_before_ms: int, limit: int) -> list[Part
 
 def claim_due(conn: Conn, now_ms: int, limit: int, owner: str) -> list[MessageRecord]:
     found = conn.execute(CLAIM_SQL, (owner, now_ms, limit)).fetchone()
-    return [message(row) for row in json.loads(found[0] if found else "[]")]
+    return [message_record(row) for row in json.loads(found[0] if found else "[]")]
 
 
 def unclaim(conn: Conn, ids: Sequence[int], owner: str, wakes: Wakes) -> None:
@@ -421,7 +368,7 @@ def overdue_submitted(conn: Conn, submitted_before_ms: int, limit: int) -> list[
         " AND submitted_at < %s ORDER BY submitted_at, id LIMIT %s",
         (submitted_before_ms, limit),
     ).fetchall()
-    return [message(row) for row in rows]
+    return [message_record(row) for row in rows]
 
 
 def apply(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> list[Applied]:
@@ -624,48 +571,7 @@ def part_match(conn: Conn, message_id: int, part_no: int, *, duplicate: bool) ->
     rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
     if not rows:
         raise UnknownMessage(message_id)  # the caller found the part: cannot happen
-    return _match(rows, part_no, duplicate=duplicate)
-
-
-def _match(
-    rows: Sequence[Sequence[Any]],
-    part_no: int,
-    *,
-    duplicate: bool,
-    unreported: frozenset[int] = frozenset(),
-) -> PartMatch:
-    """The match of one part from its message's rows (one per part, by number); the parts
-    in `unreported` are shown as they were before this call (reported later in it)."""
-    reported = delivered = 0
-    failed_stat: str | None = None  # of the first part (by number) reported not delivered
-    failed = False
-    part: PartRecord | None = None
-    for row in rows:
-        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = row[
-            _MESSAGE_COLUMN_COUNT:
-        ]
-        if number in unreported:
-            was_reported, was_delivered, stat, reported_at = False, False, None, None
-        if was_reported:
-            reported += 1
-            if was_delivered:
-                delivered += 1
-            elif not failed:
-                failed, failed_stat = True, stat
-        if number == part_no:
-            part = PartRecord(number, carrier_msgid, was_reported, was_delivered, stat, reported_at)
-    if part is None:
-        raise UnknownMessage(int(rows[0][0]))  # the caller found the part: cannot happen
-    return PartMatch(
-        message=message(rows[0]),
-        part_no=part_no,
-        part=part,
-        parts=len(rows),
-        reported=reported,
-        delivered=delivered,
-        failed_stat=failed_stat,
-        duplicate=duplicate,
-    )
+    return part_match_record(rows, part_no, duplicate=duplicate)
 
 
 def record_part_reports(
@@ -751,7 +657,9 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
         message_id, part_no = key
         later = frozenset(part for n, part in taken_by_message.get(message_id, ()) if n > index)
         matches.append(
-            _match(by_message[message_id], part_no, duplicate=index not in taken, unreported=later)
+            part_match_record(
+                by_message[message_id], part_no, duplicate=index not in taken, unreported=later
+            )
         )
     return matches
 
@@ -761,7 +669,7 @@ def _record_run(conn: Conn, reports: Sequence[PartReport]) -> list[PartMatch | N
 
 def due_pushes(conn: Conn, appid: str, now_ms: int, limit: int) -> list[PushRecord]:
     found = conn.execute(DUE_PUSHES_SQL, (appid, now_ms, limit)).fetchone()
-    return [push(row) for row in json.loads(found[0] if found else "[]")]
+    return [push_record(row) for row in json.loads(found[0] if found else "[]")]
 
 
 def apps_with_due_pushes(conn: Conn, now_ms: int) -> list[str]:
@@ -811,46 +719,13 @@ def record_push_result(
 # ---------------------------------------------------------------------- queries
 
 
+_HISTORY_SQL: Final = history_sql("%s")
+
+
 def history(conn: Conn, msgid: str, appid: str | None) -> list[MessageHistory]:
-    if appid is None:
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s ORDER BY appid, phone, id",
-            (msgid,),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE msgid = %s AND appid = %s"
-            " ORDER BY phone, id",
-            (msgid, appid),
-        ).fetchall()
-    histories: list[MessageHistory] = []
-    for row in rows:
-        found = message(row)
-        accepted = Event(EventKind.ACCEPTED.value, found.accepted_at_ms, 0)
-        stored_events = conn.execute(
-            "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
-            " WHERE message_id = %s ORDER BY id",
-            (found.id,),
-        ).fetchall()
-        parts = conn.execute(
-            "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
-            " FROM message_parts WHERE message_id = %s ORDER BY part_no",
-            (found.id,),
-        ).fetchall()
-        pushes = conn.execute(
-            f"SELECT {PUSH_COLUMNS} FROM pushes p JOIN messages m ON m.id = p.message_id"
-            " WHERE p.message_id = %s ORDER BY p.id",
-            (found.id,),
-        ).fetchall()
-        histories.append(
-            MessageHistory(
-                found,
-                (accepted, *(Event(*event) for event in stored_events)),
-                tuple(PartRecord(*part) for part in parts),
-                tuple(push(row) for row in pushes),
-            )
-        )
-    return histories
+    return read_history(
+        lambda sql, params: conn.execute(sql, params).fetchall(), _HISTORY_SQL, msgid, appid
+    )
 
 
 def counts(conn: Conn, table: str, states: Sequence[str]) -> dict[str, int]:

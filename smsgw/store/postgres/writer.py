@@ -18,11 +18,10 @@ connect once and fails at once: callers get StoreError, never a success for noth
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 import psycopg
@@ -37,6 +36,7 @@ from smsgw.store.base import (
     StoreClosed,
     StoreError,
 )
+from smsgw.store.group import GroupCommits, QueuedOp
 from smsgw.store.postgres import queries
 from smsgw.store.postgres.notify import CHANNEL, Wakes
 
@@ -55,24 +55,19 @@ DEFAULT_MAX_GROUP_LOCKS: Final = 1_000
 ROLLED_BACK_RUNS: Final = 5
 
 
-@attrs.define(eq=False)
-class _Op(Generic[T]):
-    """One queued write and, once the writer ran it, its outcome."""
+@attrs.define(eq=False, kw_only=True)
+class _Op(QueuedOp[T]):
+    """`locks`: queries.part_lock_keys of the ids it records."""
 
     fn: OpFn[T] | None  # None for an accept or an apply: batched across the group's ops
-    weight: int
     accept: Accept | None = None
     updates: tuple[MessageUpdate, ...] | None = None
-    # Given the result, a compensating write to queue when the caller stopped waiting after
-    # the op was taken (claim_due: put the claimed rows back).
-    undo: Callable[[T], OpFn[object]] | None = None
-    locks: frozenset[int] = frozenset()  # queries.part_lock_keys of the ids it records
-    done: trio.Event = attrs.field(factory=trio.Event)
-    taken: bool = False
-    cancelled: bool = False
-    abandoned: bool = False
-    result: T | None = None
-    error: BaseException | None = None
+    undo: Callable[[T], OpFn[object]] | None = None  # see `QueuedOp.undo_op`
+
+    def undo_op(self) -> _Op[object] | None:
+        if self.undo is None:
+            return None
+        return _Op(fn=self.undo(cast(T, self.result)), weight=1)
 
 
 def _lost(conn: queries.Conn) -> bool:
@@ -93,7 +88,7 @@ def _op_error(exc: Exception) -> BaseException:
     return exc
 
 
-class Writer:
+class Writer(GroupCommits):
     """Group commits on a connection from `connect` (called in a worker thread)."""
 
     def __init__(
@@ -107,20 +102,14 @@ class Writer:
     ) -> None:
         if max_group_ops < 1 or max_group_rows < 1 or max_group_locks < 1:
             raise ValueError("max_group_ops, max_group_rows and max_group_locks must be at least 1")
+        super().__init__(max_group_ops, max_group_rows, max_group_locks)
         self._connect = connect
         self._describe = describe  # an error as one line, without secrets
-        self.max_group_ops = max_group_ops
-        self.max_group_rows = max_group_rows
-        self.max_group_locks = max_group_locks
         self.rolled_back_runs = 0  # deadlock victims and serialization failures, run again
-        self.commit_count = 0
-        self.ops_committed = 0
         self.reconnects = 0
         self.backend_pid: int | None = None  # of the current connection (own NOTIFYs)
         self.running = False
         self._conn: queries.Conn | None = None
-        self._queue: collections.deque[_Op[Any]] = collections.deque()
-        self._wakeup = trio.Event()
 
     # ------------------------------------------------------------------ callers
 
@@ -138,11 +127,11 @@ class Writer:
     ) -> T:
         """Queue a write for the next group commit and wait until it is durable. `part_ids`:
         the operator ids whose parts or reports it records (locked for the transaction)."""
-        op = _Op(fn, max(1, weight), undo=undo, locks=queries.part_lock_keys(part_ids))
+        op = _Op(fn=fn, weight=max(1, weight), undo=undo, locks=queries.part_lock_keys(part_ids))
         return await self._submit(op)
 
     async def accept(self, messages: Sequence[NewMessage], now_ms: int) -> list[bool]:
-        op: _Op[list[bool]] = _Op(None, max(1, len(messages)), accept=(messages, now_ms))
+        op: _Op[list[bool]] = _Op(fn=None, weight=max(1, len(messages)), accept=(messages, now_ms))
         return await self._submit(op)
 
     async def apply(self, updates: tuple[MessageUpdate, ...], weight: int) -> list[Applied]:
@@ -152,28 +141,14 @@ class Writer:
             for part_id in (u.part_ids or ((u.carrier_msgid,) if u.carrier_msgid else ()))
         )
         op: _Op[list[Applied]] = _Op(
-            None, max(1, weight), updates=updates, locks=queries.part_lock_keys(part_ids)
+            fn=None, weight=max(1, weight), updates=updates, locks=queries.part_lock_keys(part_ids)
         )
         return await self._submit(op)
 
-    async def _submit(self, op: _Op[T]) -> T:
+    async def _submit(self, op: QueuedOp[T]) -> T:
         if not self.running:
             raise StoreClosed("the store is not running")
-        self._queue.append(op)
-        self._wakeup.set()
-        try:
-            await op.done.wait()
-        except BaseException:
-            if not op.taken:
-                op.cancelled = True  # still queued: it will never run
-            elif op.done.is_set():
-                self._queue_undo(op)  # committed, but the caller will not see the result
-            else:
-                op.abandoned = True  # being committed: undone afterwards
-            raise
-        if op.error is not None:
-            raise op.error
-        return cast(T, op.result)
+        return await super()._submit(op)
 
     # ------------------------------------------------------------------ the loop
 
@@ -181,20 +156,11 @@ class Writer:
         """Commit groups until cancelled; then commit what was handed over, and return."""
         self.running = True
         try:
-            while True:
-                group = self._take_group()
-                if not group:
-                    self._wakeup = trio.Event()
-                    await self._wakeup.wait()
-                    continue
-                await self._commit(group)
+            await self._commit_groups()
         finally:
             self.running = False
             with trio.CancelScope(shield=True):
-                while self._queue:
-                    group = self._take_group()
-                    if group:
-                        await self._commit(group)
+                await self._flush()
                 await trio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
@@ -202,47 +168,10 @@ class Writer:
         if conn is not None:
             conn.close()
 
-    def _take_group(self) -> list[_Op[Any]]:
-        group: list[_Op[Any]] = []
-        rows = locks = 0
-        queue = self._queue
-        while queue and len(group) < self.max_group_ops:
-            op = queue[0]
-            if op.cancelled:
-                queue.popleft()
-                continue
-            if group and (
-                rows + op.weight > self.max_group_rows
-                or locks + len(op.locks) > self.max_group_locks
-            ):
-                break
-            queue.popleft()
-            op.taken = True
-            group.append(op)
-            rows += op.weight
-            locks += len(op.locks)
-        return group
-
-    async def _commit(self, group: list[_Op[Any]]) -> None:
-        try:
-            with trio.CancelScope(shield=True):  # taken ops must run and their callers wake
-                await trio.to_thread.run_sync(self._run_group, group)
-        except Exception as exc:  # a bug in _run_group itself: fail the group, keep serving
-            self._fail(group, CommitFailed(f"group commit failed: {exc!r}"), exc)
-        for op in group:
-            op.done.set()
-            if op.abandoned:
-                self._queue_undo(op)
-
-    def _queue_undo(self, op: _Op[Any]) -> None:
-        if op.undo is None or op.error is not None:
-            return
-        self._queue.append(_Op(op.undo(op.result), 1))
-        self._wakeup.set()
-
     # ------------------------------------------------------------------ worker thread
 
-    def _run_group(self, group: list[_Op[Any]]) -> None:
+    def _run_group(self, taken: list[QueuedOp[Any]]) -> None:
+        group = cast("list[_Op[Any]]", taken)  # the only ops `_submit` is given
         locks = frozenset[int]().union(*(op.locks for op in group))
         reconnected = False
         rolled_back = 0

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
-from smsgw.lifecycle import OWNED_STATES, PREDECESSORS, Receipt
+from smsgw.lifecycle import OWNED_STATES, PREDECESSORS
 from smsgw.store.base import (
     FINAL_STATES,
     WAITING_STATES,
     Applied,
-    Event,
-    EventKind,
     MessageHistory,
     MessageRecord,
     MessageUpdate,
@@ -23,26 +20,21 @@ from smsgw.store.base import (
     OwnerInfo,
     OwnerRecord,
     PartMatch,
-    PartRecord,
     PartReport,
-    PushRecord,
-    PushState,
     Reclaimed,
     State,
     UnknownMessage,
 )
+from smsgw.store.history import history_sql, read_history
+from smsgw.store.rows import (
+    MESSAGE_COLUMNS,
+    MESSAGE_WITH_PART_COLUMNS,
+    PUSH_COLUMNS,
+    message_record,
+    part_match_record,
+)
 from smsgw.store.sqlite.writer import OpFn
 
-_MESSAGE_COLUMNS: Final = (
-    "id, appid, msgid, phone, message, msgtype, segments, state, attempts, accepted_at,"
-    " next_attempt_at, submitted_at, final_at, carrier_msgid, stat, error, owner"
-)
-# An outbox item with its message's msgid and phone (`pushes p JOIN messages m`).
-_PUSH_COLUMNS: Final = (
-    "p.id, p.appid, p.message_id, p.kind, m.msgid, m.phone, p.final, p.success, p.stat,"
-    " p.attempt, p.sendtime, p.carrier_msgid, p.error, p.state, p.attempts,"
-    " p.next_attempt_at, p.last_error, p.updated_at"
-)
 # The partial indexes are usable only by queries that repeat their WHERE verbatim, and the
 # planner would rather pick the plain state index and sort: INDEXED BY pins them (and
 # fails loudly if a query stops matching).
@@ -52,7 +44,7 @@ _PENDING_PUSH: Final = "state = 'pending'"
 _PENDING_PUSHES: Final = "pushes INDEXED BY pushes_due"
 # The dispatcher's hot queries (public for the query-plan test).
 CLAIM_SQL: Final = (
-    f"SELECT {_MESSAGE_COLUMNS} FROM {_WAITING_ROWS} WHERE {_WAITING}"
+    f"SELECT {MESSAGE_COLUMNS} FROM {_WAITING_ROWS} WHERE {_WAITING}"
     " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
 )
 NEXT_DUE_SQL: Final = (
@@ -109,10 +101,8 @@ TAKE_PART_REPORT_SQL: Final = (
     " WHERE carrier_msgid = ? AND NOT reported ORDER BY message_id DESC LIMIT 1)"
     " RETURNING message_id, part_no"
 )
-_MESSAGE_COLUMN_NAMES: Final = tuple(name.strip() for name in _MESSAGE_COLUMNS.split(","))
 MESSAGE_WITH_PARTS_SQL: Final = (
-    f"SELECT {', '.join(f'm.{name}' for name in _MESSAGE_COLUMN_NAMES)},"
-    " p.part_no, p.carrier_msgid, p.reported, p.delivered, p.stat, p.reported_at"
+    f"SELECT {MESSAGE_WITH_PART_COLUMNS}"
     " FROM messages m JOIN message_parts p ON p.message_id = m.id"
     " WHERE m.id = ? ORDER BY p.part_no"
 )
@@ -139,7 +129,7 @@ _EXPIRE_EARLY_REPORTS_SQL: Final = (
 )
 # Public for the query-plan test: the pusher's read walks the partial index.
 DUE_PUSHES_SQL: Final = (
-    f"SELECT {_PUSH_COLUMNS} FROM pushes AS p INDEXED BY pushes_due"
+    f"SELECT {PUSH_COLUMNS} FROM pushes AS p INDEXED BY pushes_due"
     " JOIN messages m ON m.id = p.message_id"
     " WHERE p.state = 'pending' AND p.appid = ? AND p.next_attempt_at <= ?"
     " ORDER BY p.next_attempt_at, p.id LIMIT ?"
@@ -148,53 +138,6 @@ _INSERT_EARLY_REPORT: Final = (
     "INSERT INTO early_reports (carrier_msgid, delivered, stat, at, received_at)"
     " VALUES (?, ?, ?, ?, ?)"
 )
-
-
-def _message(row: Sequence[Any]) -> MessageRecord:
-    return MessageRecord(
-        id=row[0],
-        appid=row[1],
-        msgid=row[2],
-        phone=row[3],
-        message=row[4],
-        msgtype=row[5],
-        segments=row[6],
-        state=State(row[7]),
-        attempts=row[8],
-        accepted_at_ms=row[9],
-        next_attempt_at_ms=row[10],
-        submitted_at_ms=row[11],
-        final_at_ms=row[12],
-        carrier_msgid=row[13],
-        stat=row[14],
-        error=row[15],
-        owner=row[16],
-    )
-
-
-def _push(row: Sequence[Any]) -> PushRecord:
-    return PushRecord(
-        id=row[0],
-        appid=row[1],
-        message_id=row[2],
-        kind=row[3],
-        msgid=row[4],
-        phone=row[5],
-        receipt=Receipt(
-            final=bool(row[6]),
-            success=bool(row[7]),
-            stat=row[8],
-            attempt=row[9],
-            sendtime_ms=row[10],
-            carrier_msgid=row[11],
-            error=row[12],
-        ),
-        state=PushState(row[13]),
-        attempts=row[14],
-        next_attempt_at_ms=row[15],
-        last_error=row[16],
-        updated_at_ms=row[17],
-    )
 
 
 def _check_limit(limit: int) -> None:
@@ -249,13 +192,13 @@ def _reclaim_op(claimant: str, now_ms: int, dead: tuple[str, ...]) -> OpFn[Recla
         ).rowcount
         in_doubt = conn.execute(
             f"UPDATE messages SET owner = ? WHERE state = 'submitting' AND {_ORPHANED}"
-            f" RETURNING {_MESSAGE_COLUMNS}",
+            f" RETURNING {MESSAGE_COLUMNS}",
             (claimant, claimant),
         ).fetchall()
         return Reclaimed(
             owners=tuple(lost),
             requeued=requeued,
-            in_doubt=tuple(sorted((_message(row) for row in in_doubt), key=lambda m: m.id)),
+            in_doubt=tuple(sorted((message_record(row) for row in in_doubt), key=lambda m: m.id)),
         )
 
     return op
@@ -338,7 +281,7 @@ def _claim_op(now_ms: int, limit: int, owner: str) -> OpFn[list[MessageRecord]]:
             "UPDATE messages SET state = 'queued', owner = ? WHERE id = ?",
             [(owner, row[0]) for row in rows],
         )
-        return [attrs.evolve(_message(row), state=State.QUEUED, owner=owner) for row in rows]
+        return [attrs.evolve(message_record(row), state=State.QUEUED, owner=owner) for row in rows]
 
     return op
 
@@ -496,36 +439,7 @@ def _part_match(
     rows = conn.execute(MESSAGE_WITH_PARTS_SQL, (message_id,)).fetchall()
     if not rows:
         raise UnknownMessage(message_id)  # the caller found the part: cannot happen
-    reported = delivered = failed = 0
-    failed_stat: str | None = None  # of the first part (by number) reported not delivered
-    part: PartRecord | None = None
-    for row in rows:
-        part_columns = row[len(_MESSAGE_COLUMN_NAMES) :]
-        number, carrier_msgid, was_reported, was_delivered, stat, reported_at = part_columns
-        if was_reported:
-            reported += 1
-            if was_delivered:
-                delivered += 1
-            else:
-                if not failed:
-                    failed_stat = stat
-                failed += 1
-        if number == part_no:
-            part = PartRecord(
-                number, carrier_msgid, bool(was_reported), bool(was_delivered), stat, reported_at
-            )
-    if part is None:
-        raise UnknownMessage(message_id)  # the caller found the part: cannot happen
-    return PartMatch(
-        message=_message(rows[0]),
-        part_no=part_no,
-        part=part,
-        parts=len(rows),
-        reported=reported,
-        delivered=delivered,
-        failed_stat=failed_stat,
-        duplicate=duplicate,
-    )
+    return part_match_record(rows, part_no, duplicate=duplicate)
 
 
 def _part_reports_op(reports: tuple[PartReport, ...], now_ms: int) -> OpFn[list[PartMatch | None]]:
@@ -565,43 +479,10 @@ def _record_part_report(conn: sqlite3.Connection, report: PartReport) -> PartMat
     return _part_match(conn, message_id, part_no, duplicate=True)
 
 
+_HISTORY_SQL: Final = history_sql("?")
+
+
 def _history(conn: sqlite3.Connection, msgid: str, appid: str | None) -> list[MessageHistory]:
-    if appid is None:
-        rows = conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msgid = ? ORDER BY appid, phone, id",
-            (msgid,),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msgid = ? AND appid = ?"
-            " ORDER BY phone, id",
-            (msgid, appid),
-        ).fetchall()
-    histories: list[MessageHistory] = []
-    for row in rows:
-        message = _message(row)
-        accepted = Event(EventKind.ACCEPTED.value, message.accepted_at_ms, 0)
-        stored_events = conn.execute(
-            "SELECT kind, at, attempt, stat, error, carrier_msgid FROM events"
-            " WHERE message_id = ? ORDER BY id",
-            (message.id,),
-        )
-        events = (accepted, *(Event(*event) for event in stored_events))
-        parts = tuple(
-            PartRecord(part_no, carrier_msgid, bool(reported), bool(delivered), stat, at)
-            for part_no, carrier_msgid, reported, delivered, stat, at in conn.execute(
-                "SELECT part_no, carrier_msgid, reported, delivered, stat, reported_at"
-                " FROM message_parts WHERE message_id = ? ORDER BY part_no",
-                (message.id,),
-            )
-        )
-        pushes = tuple(
-            _push(push)
-            for push in conn.execute(
-                f"SELECT {_PUSH_COLUMNS} FROM pushes p JOIN messages m ON m.id = p.message_id"
-                " WHERE p.message_id = ? ORDER BY p.id",
-                (message.id,),
-            )
-        )
-        histories.append(MessageHistory(message, events, parts, pushes))
-    return histories
+    return read_history(
+        lambda sql, params: conn.execute(sql, params).fetchall(), _HISTORY_SQL, msgid, appid
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from smsgw.records import MobileOriginated
 from smsgw.store.base import (
@@ -23,11 +23,11 @@ from smsgw.store.base import (
     State,
 )
 from smsgw.store.inbound import INBOUND_COLUMNS, inbound_record, inbound_row
+from smsgw.store.rows import MESSAGE_COLUMNS, message_record, push_record
 from smsgw.store.sqlite.queries import (
     _DELETE_FINISHED_SQL,
     _DELETE_INBOUND_SQL,
     _EXPIRE_EARLY_REPORTS_SQL,
-    _MESSAGE_COLUMNS,
     _PENDING_PUSH,
     _PENDING_PUSHES,
     DUE_PUSHES_SQL,
@@ -39,12 +39,10 @@ from smsgw.store.sqlite.queries import (
     _fully_reported,
     _history,
     _insert_op,
-    _message,
     _next_due_at,
     _owners,
     _part_match,
     _part_reports_op,
-    _push,
     _reclaim_op,
     _register_owner_op,
     _release_owner_op,
@@ -101,11 +99,11 @@ class SqliteStore(GroupWriter):
     async def overdue_submitted(self, submitted_before_ms: int, limit: int) -> list[MessageRecord]:
         def read(conn: sqlite3.Connection) -> list[MessageRecord]:
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages INDEXED BY messages_awaiting_report"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages INDEXED BY messages_awaiting_report"
                 " WHERE state = 'submitted' AND submitted_at < ? ORDER BY submitted_at LIMIT ?",
                 (submitted_before_ms, limit),
             ).fetchall()
-            return [_message(row) for row in rows]
+            return [message_record(row) for row in rows]
 
         return await self._read(read)
 
@@ -142,7 +140,7 @@ class SqliteStore(GroupWriter):
 
         def read(conn: sqlite3.Connection) -> list[PushRecord]:
             rows = conn.execute(DUE_PUSHES_SQL, (appid, now_ms, limit)).fetchall()
-            return [_push(row) for row in rows]
+            return [push_record(row) for row in rows]
 
         return await self._read(read)
 
@@ -230,18 +228,17 @@ class SqliteStore(GroupWriter):
         return await self._read(read)
 
     async def counts(self) -> dict[str, int]:
-        def read(conn: sqlite3.Connection) -> dict[str, int]:
-            counts = {str(state): 0 for state in State}
-            for state, count in conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state"):
-                counts[state] = count
-            return counts
-
-        return await self._read(read)
+        return await self._counts("SELECT state, COUNT(*) FROM messages GROUP BY state", State)
 
     async def push_counts(self) -> dict[str, int]:
+        return await self._counts("SELECT state, COUNT(*) FROM pushes GROUP BY state", PushState)
+
+    async def _counts(self, sql: str, states: Iterable[str]) -> dict[str, int]:
+        """Every state of `states` with its count (0 for none) by `sql`'s (state, count)."""
+
         def read(conn: sqlite3.Connection) -> dict[str, int]:
-            counts = {str(state): 0 for state in PushState}
-            for state, count in conn.execute("SELECT state, COUNT(*) FROM pushes GROUP BY state"):
+            counts = {str(state): 0 for state in states}
+            for state, count in conn.execute(sql):
                 counts[state] = count
             return counts
 

@@ -17,17 +17,17 @@ connection only by the writer task, a reader only by the read that checked it ou
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import attrs
 import trio
 
 from smsgw.store.base import CommitFailed, StoreClosed, StoreError
+from smsgw.store.group import GroupCommits, QueuedOp
 from smsgw.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
 
 T = TypeVar("T")
@@ -48,24 +48,18 @@ def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
     return error
 
 
-@attrs.define(eq=False)
-class _Op(Generic[T]):
-    """One queued write and, once the writer ran it, its outcome."""
-
+@attrs.define(eq=False, kw_only=True)
+class _Op(QueuedOp[T]):
     fn: OpFn[T]
-    weight: int  # rows it touches, roughly: bounds the size of a group
-    # Given the result, a compensating write to queue when the caller stopped waiting after
-    # the op was taken (claim_due: put the claimed rows back).
-    undo: Callable[[T], OpFn[object]] | None = None
-    done: trio.Event = attrs.field(factory=trio.Event)
-    taken: bool = False  # handed to the writer: it will be committed
-    cancelled: bool = False  # the caller left before the writer took it: skip it
-    abandoned: bool = False  # the caller left after the writer took it
-    result: T | None = None
-    error: BaseException | None = None
+    undo: Callable[[T], OpFn[object]] | None = None  # see `QueuedOp.undo_op`
+
+    def undo_op(self) -> _Op[object] | None:
+        if self.undo is None:
+            return None
+        return _Op(fn=self.undo(cast(T, self.result)), weight=1)
 
 
-class GroupWriter:
+class GroupWriter(GroupCommits):
     """The connections and the group-commit writer (see the module doc) under `SqliteStore`.
     `commit_count` counts successful commits."""
 
@@ -82,19 +76,16 @@ class GroupWriter:
             raise ValueError(f"SQLite store needs a file path, got {path!r}")
         if max_group_ops < 1 or max_group_rows < 1 or readers < 1:
             raise ValueError("max_group_ops, max_group_rows and readers must be at least 1")
+        # SQLite ops name no lock keys (its one writer locks the whole database): the lock
+        # budget never binds.
+        super().__init__(max_group_ops, max_group_rows, max_group_locks=1)
         self.path = path
         # Read-only (`smsgw status`, `smsgw inbox`): no writer, no migration, and a database
         # of another schema version refused rather than changed under a running gateway.
         self.read_only = read_only
-        self.max_group_ops = max_group_ops
-        self.max_group_rows = max_group_rows
-        self.commit_count = 0  # successful group commits (tests, metrics)
-        self.ops_committed = 0  # ops those commits carried
         self._read_limiter = trio.CapacityLimiter(readers)
         self._writer: sqlite3.Connection | None = None
         self._idle_readers: list[sqlite3.Connection] = []
-        self._queue: collections.deque[_Op[Any]] = collections.deque()
-        self._wakeup = trio.Event()
         self._started = False
         self._running = False
 
@@ -114,16 +105,11 @@ class GroupWriter:
         try:
             self._running = True
             task_status.started()
-            await self._writer_loop()
+            await self._commit_groups()
         finally:
             self._running = False
-            # Commit what callers already handed over (their B001 may still be sent), then
-            # close. Shielded: this is the flush of a shutdown.
             with trio.CancelScope(shield=True):
-                while self._queue:
-                    group = self._take_group()
-                    if group:
-                        await self._commit(group)
+                await self._flush()
                 await trio.to_thread.run_sync(self._close_connections)
 
     async def _run_read_only(self, task_status: trio.TaskStatus[None]) -> None:
@@ -213,85 +199,22 @@ class GroupWriter:
             raise StoreClosed("the store is not running")
         if self.read_only:
             raise StoreError("the store was opened read-only")
-        op: _Op[T] = _Op(fn, max(1, weight), undo)
-        self._queue.append(op)
-        self._wakeup.set()
-        try:
-            await op.done.wait()
-        except BaseException:
-            if not op.taken:
-                op.cancelled = True  # still queued: it will never run
-            elif op.done.is_set():
-                self._queue_undo(op)  # committed, but the caller will not see the result
-            else:
-                op.abandoned = True  # being committed: the writer undoes it afterwards
-            raise
-        if op.error is not None:
-            raise op.error
-        return cast(T, op.result)
+        return await self._submit(_Op(fn=fn, weight=max(1, weight), undo=undo))
 
-    async def _writer_loop(self) -> None:
-        while True:
-            group = self._take_group()
-            if not group:
-                # No checkpoint between the empty check and the new Event: no lost wakeup.
-                self._wakeup = trio.Event()
-                await self._wakeup.wait()
-                continue
-            await self._commit(group)
-
-    def _take_group(self) -> list[_Op[Any]]:
-        group: list[_Op[Any]] = []
-        rows = 0
-        queue = self._queue
-        while queue and len(group) < self.max_group_ops:
-            op = queue[0]
-            if op.cancelled:
-                queue.popleft()
-                continue
-            if group and rows + op.weight > self.max_group_rows:
-                break
-            queue.popleft()
-            op.taken = True
-            group.append(op)
-            rows += op.weight
-        return group
-
-    async def _commit(self, group: list[_Op[Any]]) -> None:
-        try:
-            # The ops are taken: they must run and their callers be woken, so neither the
-            # thread nor the start of it may be cancelled.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._run_group, group)
-        except Exception as exc:  # a bug in _run_group itself: fail the group, keep serving
-            for op in group:
-                op.result = None
-                op.error = CommitFailed(f"group commit failed: {exc!r}")
-                op.error.__cause__ = exc
-        for op in group:
-            op.done.set()
-            if op.abandoned:
-                self._queue_undo(op)
-
-    def _queue_undo(self, op: _Op[Any]) -> None:
-        if op.undo is None or op.error is not None:
-            return
-        self._queue.append(_Op(op.undo(op.result), 1))
-        self._wakeup.set()
-
-    def _run_group(self, group: list[_Op[Any]]) -> None:
+    def _run_group(self, group: list[QueuedOp[Any]]) -> None:
         """In a worker thread: run the group in one transaction. An op that raises must
         leave no trace while the others commit; rather than a SAVEPOINT around every op (two
         statements each, for the rare failure), the ops run bare and, if one raises, the
         transaction is rolled back and the group run again with a SAVEPOINT per op."""
         conn = self._writer
         assert conn is not None
+        ops = cast("list[_Op[Any]]", group)  # the only ops `_write` queues
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if not _run_ops(conn, group):
+            if not _run_ops(conn, ops):
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
-                _run_ops_isolated(conn, group)
+                _run_ops_isolated(conn, ops)
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
