@@ -289,6 +289,22 @@ def requeue(record: Subject, now: int, *, owner: str | None = None) -> Transitio
     )
 
 
+def not_sent(record: Subject, now: int, *, owner: str) -> Transition:
+    """A claimed row its owner never handed to the carrier, after a write of its SUBMITTING
+    whose outcome is unknown (the connection died during COMMIT): waiting again, its
+    attempts as they were, from QUEUED or SUBMITTING alike — whichever the write left. Only
+    its owner may, and only it knows that the carrier never saw it."""
+    return Transition(
+        record.id,
+        State.ACCEPTED,
+        Event(EventKind.REQUEUED, now, record.attempts),
+        attempts=record.attempts,
+        next_attempt_at_ms=record.next_attempt_at_ms,
+        expected=None,
+        owner=owner,
+    )
+
+
 def submitting(record: Subject, now: int, *, owner: str | None = None) -> Transition:
     """The next attempt, durable before the carrier sees it."""
     attempt = record.attempts + 1

@@ -73,6 +73,7 @@ from smsgw.lifecycle import (
     decide_report,
     decide_submit,
     decide_timeout,
+    not_sent,
     outbox_kinds,
     requeue,
     submitting,
@@ -502,10 +503,14 @@ class Pipeline:
                 results = await self._apply(updates)
         except StoreError as exc:
             log.error("message %d: store error, not sent: %s", record.id, exc)
-            # All or none: the outcome on its own (until it commits), the row put back.
+            # All or none: the outcome on its own (until it commits), the row put back —
+            # from QUEUED, or from SUBMITTING should the failed write have committed after
+            # all (a connection lost during COMMIT): this sender knows it never sent it.
             if previous is not None:
                 await self._record_outcome(previous)
-            await self._requeue([record])
+            undo = not_sent(record, self.clock.now_ms(), owner=self.owner)
+            await self._apply_until_committed([undo], f"message {record.id}")
+            self.stats.requeued += 1
             return False
         if previous is not None:
             self._outcome_recorded(previous, results[0])

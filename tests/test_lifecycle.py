@@ -41,6 +41,7 @@ from smsgw.lifecycle import (
     decide_submit,
     decide_timeout,
     outbox_kinds,
+    not_sent,
     requeue,
     submitting,
 )
@@ -157,6 +158,20 @@ def test_requeue_keeps_the_due_time() -> None:
         NOW - 5,
         State.QUEUED,
     )
+
+
+def test_not_sent_restores_the_attempts_from_queued_or_submitting() -> None:
+    row = Row(attempts=1, next_attempt_at_ms=NOW - 5)
+    update = not_sent(row, NOW, owner="o1")
+    assert (update.state, update.attempts, update.next_attempt_at_ms) == (
+        State.ACCEPTED,
+        1,
+        NOW - 5,
+    )
+    # No expected state: the store checks the owner and that the move is allowed, which it
+    # is from both states its SUBMITTING write may have left, and from no other.
+    assert (update.expected, update.owner) == (None, "o1")
+    assert {s for s in State if allowed(s, State.ACCEPTED)} == {State.QUEUED, State.SUBMITTING}
 
 
 def decide(

@@ -14,6 +14,7 @@ from smsgw.lifecycle import (
     Receipt,
     decide_in_doubt,
     decide_submit,
+    not_sent,
     submitting,
 )
 from smsgw.store import (
@@ -94,6 +95,30 @@ async def test_a_stale_update_changes_nothing(store: Store) -> None:
     assert history.message == sent
     assert [e.kind for e in history.events] == ["accepted", "submitting"]
     assert history.pushes == ()
+
+
+async def test_a_row_never_sent_goes_back_whether_its_submitting_committed_or_not(
+    store: Store,
+) -> None:
+    """A write of SUBMITTING whose outcome is unknown (the connection died during COMMIT):
+    the sender, which never handed the message to the carrier, puts it back from QUEUED or
+    SUBMITTING alike, its attempts as they were; no other owner may."""
+    queued, committed = await claimed(store, "m1", "m2")
+    await sending(store, committed)  # the write that "failed" had committed after all
+    (refused,) = await store.apply([not_sent(committed, NOW + 2, owner="b")])
+    assert not refused.applied
+    results = await store.apply(
+        [not_sent(queued, NOW + 2, owner="a"), not_sent(committed, NOW + 2, owner="a")]
+    )
+    assert [r.applied for r in results] == [True, True]
+    for msgid in ("m1", "m2"):
+        (history,) = await store.history(msgid)
+        assert history.message.state is State.ACCEPTED
+        assert history.message.attempts == 0
+        assert history.message.owner is None
+    # Once back, a repeat of the undo (a retried write) changes nothing.
+    (again,) = await store.apply([not_sent(committed, NOW + 3, owner="a")])
+    assert not again.applied
 
 
 async def test_a_final_state_is_never_left(store: Store) -> None:
