@@ -40,8 +40,8 @@ from smsgw.lifecycle import (
     decide_report,
     decide_submit,
     decide_timeout,
-    outbox_kinds,
     not_sent,
+    outbox_kinds,
     requeue,
     submitting,
 )
