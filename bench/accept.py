@@ -6,7 +6,9 @@ short connections (bench/loadgen.py). For each number of gateway worker processe
 (`--concurrency 8,32`: 16 and 64 clients with 2 load processes) it prints requests/s of
 single-item submits and their ratio to the baseline's at the same load, messages/s for
 100-item batches; then p50/p99 latency at a fixed offered load, and the gateway's peak RSS
-(its workers' included). Targets (2 cores, issue 7): with 2 workers, single-item ratio >=
+(its workers' included). Each gateway line is followed by the CPU per request of the
+gateway, the baseline and the load generator, which shares the machine's cores: the most
+any server could answer here is the cores over (its CPU + the load's) per request. Targets (2 cores, issue 7): with 2 workers, single-item ratio >=
 0.9, batches >= 80,000 msg/s, p99 <= 20 ms at 2,000 req/s; 1 worker no slower than before.
 
     python bench/accept.py [--seconds 5] [--workers 2] [--concurrency 8,32]
@@ -36,6 +38,7 @@ from bench.databases import database
 from bench.loadgen import (
     APPID,
     SECRET,
+    LoadResult,
     ServerProcess,
     closed_loop,
     cpu_seconds,
@@ -137,7 +140,9 @@ def measure_on(
     )
     try:
         for c in args.concurrency:
+            base_cpu = cpu_seconds(baseline.process.pid)
             base = closed_loop(baseline.port, **load(c))
+            base_cpu = cpu_seconds(baseline.process.pid) - base_cpu
             cpu = cpu_seconds(gateway.process.pid)
             single = closed_loop(gateway.port, **load(c), sendtime=sendtime)
             cpu = cpu_seconds(gateway.process.pid) - cpu
@@ -150,6 +155,7 @@ def measure_on(
                 f"{batch.messages_per_second:6.0f} msg/s (errors {base.errors}/{single.errors}/"
                 f"{batch.errors})"
             )
+            print(budget(count, base, base_cpu, single, cpu))
         rate, seconds = args.rate, args.seconds
         base_latency = open_loop(baseline.port, workers=args.workers, rate=rate, seconds=seconds)
         latency = open_loop(
@@ -165,6 +171,25 @@ def measure_on(
             f"p99={p99:.1f}ms ({result.requests} ok, {result.errors} errors)"
         )
     print(f"{count} worker(s): gateway peak RSS {rss:.1f} MiB; exit code after SIGTERM {code}")
+
+
+def budget(
+    count: int, base: LoadResult, base_cpu: float, single: LoadResult, gateway_cpu: float
+) -> str:
+    """Where the machine's CPU went: the load generator shares the cores, so the most any
+    server can answer is the cores over (its CPU + the load's CPU) per request. With the
+    baseline's rate as the yardstick, that bounds the ratio a gateway can reach here."""
+    cores = os.cpu_count() or 1
+    load_us = single.cpu_per_request * 1e6
+    gateway_us = gateway_cpu / max(single.requests, 1) * 1e6
+    base_us = base_cpu / max(base.requests, 1) * 1e6
+    most = cores / ((gateway_us + load_us) / 1e6)
+    return (
+        f"{count} worker(s): CPU per request: gateway {gateway_us:.0f} us = "
+        f"{gateway_us / base_us:.1f}x the baseline's {base_us:.0f} us; load generator "
+        f"{load_us:.0f} us. On {cores} cores that allows at most {most:.0f} req/s ="
+        f" {most / base.per_second:.2f} of the baseline"
+    )
 
 
 def measure_several(args: argparse.Namespace, workdir: Path, sendtime: int) -> None:

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -40,10 +41,15 @@ class LoadResult:
     errors: int
     seconds: float
     latencies: tuple[float, ...] = ()
+    cpu_seconds: float = 0.0  # the load processes' own CPU time (utime + stime)
 
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.cpu_seconds / max(self.requests, 1)
 
     @property
     def messages_per_second(self) -> float:
@@ -110,8 +116,11 @@ def _closed_loop(args: tuple[int, int, int, float, int, int | None]) -> LoadResu
                 nursery.start_soon(connection, slot, started + seconds)
         return trio.current_time() - started
 
+    cpu = _own_cpu()
     elapsed = trio.run(main)
-    return LoadResult(counts["ok"], counts["ok"] * items, counts["err"], elapsed)
+    return LoadResult(
+        counts["ok"], counts["ok"] * items, counts["err"], elapsed, cpu_seconds=_own_cpu() - cpu
+    )
 
 
 def _open_loop(args: tuple[int, int, float, float, int | None]) -> LoadResult:
@@ -140,8 +149,21 @@ def _open_loop(args: tuple[int, int, float, float, int | None]) -> LoadResult:
                 nursery.start_soon(one, n, scheduled)
         return trio.current_time() - started
 
+    cpu = _own_cpu()
     elapsed = trio.run(main)
-    return LoadResult(len(latencies), len(latencies), errors[0], elapsed, tuple(latencies))
+    return LoadResult(
+        len(latencies),
+        len(latencies),
+        errors[0],
+        elapsed,
+        tuple(latencies),
+        cpu_seconds=_own_cpu() - cpu,
+    )
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _merge(results: list[LoadResult]) -> LoadResult:
@@ -151,6 +173,7 @@ def _merge(results: list[LoadResult]) -> LoadResult:
         errors=sum(r.errors for r in results),
         seconds=max(r.seconds for r in results),
         latencies=tuple(lat for r in results for lat in r.latencies),
+        cpu_seconds=sum(r.cpu_seconds for r in results),
     )
 
 
