@@ -1,6 +1,6 @@
 """The merchant listener: TCP (optionally TLS), one task per connection, each under deadlines.
 
-Every connection handler catches its own errors: `serve_listeners` would let an escaping one
+Every connection handler catches its own errors: `serve_sockets` would let an escaping one
 crash the whole server. A request's items are answered `0` only after the store's commit.
 """
 
@@ -15,11 +15,11 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import attrs
 import trio
 
+from smsgw.acceptor import serve_sockets
 from smsgw.admission import Admission, Slot
 from smsgw.clock import WallClock
 from smsgw.config import AppConfig, Config, ConfigError, Endpoint, open_listeners
@@ -119,22 +119,14 @@ class Server:
         """Serve until `stop_accepting()`; then wait for the connections in hand to finish,
         for at most the shutdown grace period."""
         listen = self.config.listen
-        tcp_listeners = await open_listeners(
-            "SMSGW_LISTEN", listen, reuse_port=self.config.workers > 1
-        )
-        listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
-        if self._ssl_context is not None:
-            listeners = [
-                trio.SSLListener(listener, self._ssl_context, https_compatible=False)
-                for listener in tcp_listeners
-            ]
-        bound = [Endpoint.of_sockname(listener.socket.getsockname()) for listener in tcp_listeners]
+        listeners = await open_listeners("SMSGW_LISTEN", listen, reuse_port=self.config.workers > 1)
+        bound = [Endpoint.of_sockname(listener.socket.getsockname()) for listener in listeners]
         async with trio.open_nursery() as handlers:
             with trio.CancelScope() as self._accept_scope:
                 if self._stopping:
                     self._accept_scope.cancel()
                 task_status.started(bound)
-                await trio.serve_listeners(self._handle, listeners, handler_nursery=handlers)
+                await serve_sockets(self._handle_socket, listeners, handlers)
             with trio.CancelScope(shield=True):
                 for listener in listeners:
                     await listener.aclose()
@@ -198,6 +190,13 @@ class Server:
     def connections_shed(self) -> int:
         return self._admission.shed_count
 
+    async def _handle_socket(self, stream: trio.SocketStream) -> None:
+        if self._ssl_context is None:
+            await self._handle(stream)
+        else:
+            tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
+            await self._handle(tls)
+
     async def _handle(self, stream: trio.abc.Stream) -> None:
         peer = _peer_address(stream)
         slot = self._admission.admit(peer)
@@ -228,7 +227,7 @@ class Server:
         self._log_repeats.log(logging.WARNING, why, f"{why} {peer}", trio.current_time())
         if self._refusing >= self._max_refusing:
             self.refused_unanswered += 1
-            return  # serve_listeners closes the stream
+            return  # the acceptor closes the socket
         self._refusing += 1
         try:
             await self._refuse_busy(stream, peer)
@@ -454,7 +453,7 @@ def _shown_appid(raw: str) -> str:
 
 async def _close_tls(stream: trio.abc.Stream) -> None:
     """Close a TLS stream politely (close_notify, for at most a second, even when cancelled).
-    A plain socket needs nothing here: `serve_listeners` closes every stream once its
+    A plain socket needs nothing here: the acceptor closes every socket once its
     handler returns, so a scope and a close of our own would only be work twice."""
     if isinstance(stream, trio.SSLStream):
         with trio.move_on_after(1) as cleanup:
