@@ -205,6 +205,7 @@ async def test_a_store_fault_strands_nothing(tmp_path: Path, fault: Fault) -> No
         logged = setup.gateway.log_text()
 
     assert sent_in_fault < COUNT, "the fault came after every submit"
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
     rows = query(db, "SELECT msgid, state, stat FROM messages")
     # Nothing answered 1008 was stored.
     assert len(rows) == COUNT
