@@ -14,7 +14,7 @@
  * memory writes are not calls and still work. SQLite answers "disk I/O error"
  * (SQLITE_IOERR_WRITE) and rolls the transaction back; its connection works again after.
  *
- * Build: gcc -shared -fPIC -O2 -o readonly_fs.so readonly_fs.c -ldl
+ * Built by tests/e2e/test_store_faults.py: gcc -shared -fPIC -O2 -o readonly_fs.so readonly_fs.c -ldl
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -76,27 +76,22 @@ static int writes(int flags) {
     return (flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) != 0;
 }
 
-static mode_t mode_of(int flags, va_list args) {
-    return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(args, mode_t) : 0;
-}
+/* open() and open64(): the mode is read and passed on only when the flags say there is one. */
+#define INTERPOSE_OPEN(name)                                 \
+    int name(const char *path, int flags, ...) {             \
+        mode_t mode = 0;                                     \
+        if (flags & (O_CREAT | O_TMPFILE)) {                 \
+            va_list args;                                    \
+            va_start(args, flags);                           \
+            mode = va_arg(args, mode_t);                     \
+            va_end(args);                                    \
+        }                                                    \
+        FAIL_IF(writes(flags) && faulty_path(path));         \
+        return REAL(name)(path, flags, mode);                \
+    }
 
-int open(const char *path, int flags, ...) {
-    va_list args;
-    va_start(args, flags);
-    mode_t mode = mode_of(flags, args);
-    va_end(args);
-    FAIL_IF(writes(flags) && faulty_path(path));
-    return REAL(open)(path, flags, mode);
-}
-
-int open64(const char *path, int flags, ...) {
-    va_list args;
-    va_start(args, flags);
-    mode_t mode = mode_of(flags, args);
-    va_end(args);
-    FAIL_IF(writes(flags) && faulty_path(path));
-    return REAL(open64)(path, flags, mode);
-}
+INTERPOSE_OPEN(open)
+INTERPOSE_OPEN(open64)
 
 ssize_t write(int fd, const void *buf, size_t count) {
     FAIL_IF(faulty_fd(fd));
