@@ -47,6 +47,7 @@ COUNT = 400
 LOCK_HELD_S = 25.0
 UNWRITABLE_S = 5.0
 READONLY_FS_SOURCE = Path(__file__).parent.parent / "faults" / "readonly_fs.c"
+BUILD_FLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
 @attrs.frozen
@@ -112,18 +113,7 @@ def readonly_fs_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail(f"gcc is needed to build {READONLY_FS_SOURCE} (the unwritable-database fault)")
     library = tmp_path_factory.mktemp("faults") / "readonly_fs.so"
     built = subprocess.run(
-        [
-            gcc,
-            "-shared",
-            "-fPIC",
-            "-O2",
-            "-Wall",
-            "-Werror",
-            "-o",
-            str(library),
-            str(READONLY_FS_SOURCE),
-            "-ldl",
-        ],
+        [gcc, *BUILD_FLAGS, "-o", str(library), str(READONLY_FS_SOURCE), "-ldl"],
         capture_output=True,
         text=True,
         check=False,
