@@ -55,7 +55,6 @@ class Admission:
     def frame_received(self, slot: Slot) -> None:
         """The connection sent a complete frame: it is working, never shed from now on."""
         if slot.waiting:
-            slot.waiting = False
             self._forget_waiting(slot)
 
     def release(self, slot: Slot) -> None:
@@ -85,6 +84,10 @@ class Admission:
             self._forget_waiting(slot)
 
     def _forget_waiting(self, slot: Slot) -> None:
+        # Not waiting from now on, so never forgotten twice: a connection shed while its
+        # frame was arriving still reports that frame (the cancellation reaches its handler
+        # at the next checkpoint).
+        slot.waiting = False
         del self._waiting[slot]
         same_address = self._by_address[slot.peer]
         del same_address[slot]

@@ -41,3 +41,21 @@ def test_release_frees_the_slot_once() -> None:
     admission.release(slot)  # its handler ends later: nothing to free twice
     assert admission.active == 1
     assert admission.shed_count == 1
+
+
+def test_a_connection_shed_as_its_frame_arrives_reports_it_harmlessly() -> None:
+    """Shed between its read and its report of the frame (the cancellation reaches the
+    handler only at its next checkpoint): the report and the release change nothing."""
+    admission = Admission(max_connections=1, max_per_address=1)
+    shed = admitted(admission, "10.0.0.1")
+    newcomer = admitted(admission, "10.0.0.1")
+    assert shed.shed
+    admission.frame_received(shed)
+    admission.release(shed)
+    assert admission.active == 1
+    assert not newcomer.shed
+    admission.frame_received(newcomer)
+    assert admission.admit("10.0.0.1") is None  # the newcomer is working: refused
+    admission.release(newcomer)
+    assert admission.active == 0
+    assert admitted(admission, "10.0.0.1") is not None
