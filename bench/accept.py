@@ -59,6 +59,7 @@ def gateway_env(db_url: str, log_level: str, workers: int) -> dict[str, str]:
         SMSGW_APPS=f"{APPID}:{SECRET}",
         SMSGW_LOG_LEVEL=log_level,
         SMSGW_MAX_CONNECTIONS="4096",
+        SMSGW_MAX_CONNECTIONS_PER_ADDRESS="4096",  # every load connection is from 127.0.0.1
         SMSGW_CARRIER="sim://?latency=0&dlr_delay=0",
         SMSGW_WORKERS=str(workers),
     )
