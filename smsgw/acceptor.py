@@ -68,6 +68,8 @@ async def _accept_loop(
     while True:
         try:
             sock, _ = await listening.accept()
+        except trio.ClosedResourceError:
+            return  # the listener was closed while we waited
         except OSError as exc:
             if exc.errno in ACCEPT_CAPACITY_ERRNOS:
                 log.error(
