@@ -52,6 +52,13 @@ Key = tuple[int, int]  # a part: message id, part number
 
 WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
 
+# The writer's statements join a group's rows (json_to_recordset, which the planner always
+# guesses at 100 rows) to the tables by key. With the tables' statistics behind their growth
+# and every row cached, the planner chose hash joins over a sequential scan of all of
+# `messages` (dead versions included) for each apply: most of the server's CPU under load.
+# Index lookups are what every one of them needs, whatever the tables' size.
+WRITER_SETTINGS: Final = b"SET enable_hashjoin TO off; SET enable_mergejoin TO off"
+
 # One statement per group for every accept of the group: the rows in, the keys of those that
 # were new out. ON CONFLICT DO NOTHING also skips a repeat later in the same group; rows go in
 # in order, so the first of a repeated key is the one stored. Rows travel as one JSON
@@ -159,11 +166,11 @@ _ORPHANED: Final = (
 TAKE_PART_REPORTS_SQL: Final = (
     "WITH r AS (SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS (c text, d boolean,"
     " s text, at bigint)) WITH ORDINALITY AS r(c, d, s, at, n)),"
-    " target AS (SELECT DISTINCT ON (r.n) r.n, p.message_id, p.part_no FROM r"
+    " target AS (SELECT DISTINCT ON (r.n) r.n, r.d, r.s, r.at, p.message_id, p.part_no FROM r"
     " JOIN message_parts p ON p.carrier_msgid = r.c AND NOT p.reported"
     " ORDER BY r.n, p.message_id DESC),"
-    " taken AS (UPDATE message_parts p SET reported = true, delivered = r.d, stat = r.s,"
-    " reported_at = r.at FROM target t JOIN r ON r.n = t.n"
+    " taken AS (UPDATE message_parts p SET reported = true, delivered = t.d, stat = t.s,"
+    " reported_at = t.at FROM target t"
     " WHERE (p.message_id, p.part_no) = (t.message_id, t.part_no) AND NOT p.reported"
     " RETURNING t.n, p.message_id, p.part_no)"
     " SELECT COALESCE(json_agg(json_build_array(n, message_id, part_no)), '[]')::text FROM taken"
@@ -690,6 +697,14 @@ def next_push_due_at(conn: Conn, appid: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+# By primary key, one id at a time: `id = ANY(…)` had the planner scan every pending push
+# (a repeated id updates its row once all the same).
+_PUSH_IDS: Final = (
+    "FROM (SELECT value::bigint AS id FROM json_array_elements_text(%s::json)) i"
+    " WHERE p.id = i.id AND p.state = 'pending'"
+)
+
+
 def record_push_result(
     conn: Conn,
     ids: Sequence[int],
@@ -702,17 +717,17 @@ def record_push_result(
     # Only pending pushes change: a late result for a done/abandoned push is ignored.
     if ok:
         conn.execute(
-            "UPDATE pushes SET state = 'done', attempts = attempts + 1, updated_at = %s"
-            " WHERE id = ANY(%s) AND state = 'pending'",
-            (now_ms, list(ids)),
+            "UPDATE pushes p SET state = 'done', attempts = p.attempts + 1, updated_at = %s"
+            f" {_PUSH_IDS}",
+            (now_ms, json.dumps(list(ids))),
         )
     else:
         conn.execute(
-            "UPDATE pushes SET attempts = attempts + 1,"
-            " state = CASE WHEN attempts + 1 >= %s THEN 'abandoned' ELSE 'pending' END,"
-            " next_attempt_at = %s, last_error = COALESCE(%s, last_error), updated_at = %s"
-            " WHERE id = ANY(%s) AND state = 'pending'",
-            (max_attempts, retry_at_ms, error, now_ms, list(ids)),
+            "UPDATE pushes p SET attempts = p.attempts + 1,"
+            " state = CASE WHEN p.attempts + 1 >= %s THEN 'abandoned' ELSE 'pending' END,"
+            " next_attempt_at = %s, last_error = COALESCE(%s, p.last_error), updated_at = %s"
+            f" {_PUSH_IDS}",
+            (max_attempts, retry_at_ms, error, now_ms, json.dumps(list(ids))),
         )
 
 

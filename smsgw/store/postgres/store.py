@@ -133,6 +133,7 @@ class PostgresStore:
             row = conn.execute("SHOW synchronous_commit").fetchone()
             if row is not None and row[0] == "off":
                 conn.execute("SET synchronous_commit TO on")
+            conn.execute(queries.WRITER_SETTINGS)
         except BaseException:
             conn.close()
             raise

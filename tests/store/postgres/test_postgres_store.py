@@ -470,3 +470,28 @@ async def test_a_group_holds_at_most_max_group_locks(pg_url: str, nursery: trio.
             assert outcomes[name] == [None] * size  # no parts yet: stored as early reports
         assert store.commit_count == before + 1 + 3
         assert sql(pg_url, "SELECT count(*) FROM early_reports") == [(9,)]
+
+
+async def test_the_writer_finds_a_groups_rows_by_key_whatever_the_statistics(
+    store: PostgresStore,
+) -> None:
+    """Statistics taken while the table was small, rows added since, every page cached: the
+    planner's own choice for the writer's joins was a hash join over a scan of every row."""
+    import json
+
+    from smsgw.store.postgres import queries
+
+    await store.insert_messages([new_message(f"m{n}") for n in range(200)], NOW)
+    await store.writer.write(lambda conn, wakes: conn.execute("ANALYZE messages"))
+    await store.insert_messages([new_message(f"n{n}") for n in range(3_000)], NOW)
+    claimed = await store.claim_due(NOW, 300, owner="a")
+    rows = [{"id": row.id, "st": "submitting", "src": ["queued"], "keep": True} for row in claimed]
+
+    def explain(conn: queries.Conn, wakes: object) -> str:
+        statement = b"EXPLAIN " + queries.APPLY_UPDATE_SQL.encode()
+        plan = conn.execute(statement, (json.dumps(rows),))
+        return "\n".join(str(line[0]) for line in plan.fetchall())
+
+    plan = await store.writer.write(explain)
+    assert "Index Scan using messages_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan
