@@ -17,6 +17,7 @@ from smsgw.store import (
     EventKind,
     MessageUpdate,
     PartReport,
+    PushState,
     State,
     StoreError,
     UnknownMessage,
@@ -24,6 +25,7 @@ from smsgw.store import (
 from tests.store.conftest import NOW, new_message, settle
 from tests.store.postgres.conftest import postgres_store
 from tests.store.test_sqlite_inbound import LEGACY_ROWS, legacy_mo, mo
+from tests.store.test_sqlite_outbox import final_with_pushes
 
 if TYPE_CHECKING:
     from smsgw.store.postgres import PostgresStore
@@ -495,3 +497,28 @@ async def test_the_writer_finds_a_groups_rows_by_key_whatever_the_statistics(
     plan = await store.writer.write(explain)
     assert "Index Scan using messages_pkey" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+async def test_a_pushed_frame_is_recorded_at_once_on_a_connection_of_its_own(
+    pg_url: str, nursery: trio.Nursery
+) -> None:
+    async with running(pg_url) as store:
+        first = await final_with_pushes(store, "m1")
+        second = await final_with_pushes(store, "m2")
+        gate = await hold_writer(store, nursery)
+        try:  # not behind the commit group in flight
+            with trio.fail_after(10):
+                await store.record_push_result([p.id for p in first], True, None, NOW, 3, NOW)
+        finally:
+            gate.release.set()
+        assert [p.msgid for p in await store.due_pushes("app1", NOW, 10)] == ["m2"]
+        # Its connection lost since (a server restart): recorded on a new one.
+        sql(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        await store.record_push_result([p.id for p in second], True, None, NOW, 3, NOW)
+        for msgid in ("m1", "m2"):
+            (history,) = await store.history(msgid)
+            assert [p.state for p in history.pushes] == [PushState.DONE]
