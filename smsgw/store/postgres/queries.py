@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+import attrs
 from psycopg import Connection
 from psycopg.rows import TupleRow
 
@@ -102,10 +103,10 @@ APPLY_UPDATE_SQL: Final = (
     " stat = COALESCE(r.s, m.stat), error = CASE WHEN r.clr THEN NULL ELSE COALESCE(r.e, m.error)"
     " END, owner = CASE WHEN r.keep THEN m.owner END"
     " FROM json_to_recordset(%s::json) AS r(id bigint, st text, a integer, due bigint,"
-    " c text, sub bigint, fin bigint, s text, clr boolean, e text, keep boolean, src json,"
+    " c text, sub bigint, fin bigint, s text, clr boolean, e text, keep boolean, src text[],"
     " exp text, own text) WHERE m.id = r.id"
     # Compare-and-set: from a state the lifecycle allows, the expected one, the owner's.
-    " AND m.state IN (SELECT json_array_elements_text(r.src))"
+    " AND m.state = ANY(r.src)"
     " AND (r.exp IS NULL OR m.state = r.exp) AND (r.own IS NULL OR m.owner = r.own)"
     " RETURNING m.id, m.appid)"
     " SELECT COALESCE(json_agg(json_build_array(id, appid)), '[]')::text FROM changed"
@@ -404,28 +405,51 @@ def _one_json(conn: Conn, sql: str, params: tuple[Any, ...]) -> Any:
     return json.loads(found[0] if found else "[]")
 
 
+@attrs.frozen
+class _Target:
+    """What an update to this state sends along, worked out once."""
+
+    state: State
+    sources: list[str]  # the states it may come from (compare-and-set)
+    waiting: bool
+    final: bool
+    owned: bool
+
+
+_TARGETS: Final = {
+    state: _Target(
+        state,
+        sorted(source.value for source in sources),
+        state in WAITING_STATES,
+        state in FINAL_STATES,
+        state in OWNED_STATES,
+    )
+    for state, sources in PREDECESSORS.items()
+}
+
+
 def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> list[Applied]:
     rows: list[dict[str, Any]] = []
-    for u in updates:
-        state = State(u.state)
+    targets = [_TARGETS[State(u.state)] for u in updates]
+    for u, target in zip(updates, targets, strict=True):
         at_ms = u.event.at_ms
         next_attempt_at: int | None = None
-        if state in WAITING_STATES:
+        if target.waiting:
             next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
         rows.append(
             {
                 "id": u.message_id,
-                "st": state.value,
+                "st": target.state.value,
                 "a": u.attempts,
                 "due": next_attempt_at,
                 "c": u.carrier_msgid,
                 "sub": u.submitted_at_ms,
-                "fin": at_ms if state in FINAL_STATES else None,
+                "fin": at_ms if target.final else None,
                 "s": u.stat,
                 "clr": u.clear_error,
                 "e": u.error,
-                "keep": state in OWNED_STATES,
-                "src": sorted(source.value for source in PREDECESSORS[state]),
+                "keep": target.owned,
+                "src": target.sources,
                 "exp": None if u.expected is None else State(u.expected).value,
                 "own": u.owner,
             }
@@ -441,13 +465,13 @@ def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> li
     for message_id in stale_ids:
         if message_id not in stale:
             raise UnknownMessage(message_id)
-    done = [u for u in updates if u.message_id in changed]
+    done = [(u, t) for u, t in zip(updates, targets, strict=True) if u.message_id in changed]
     events: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     replaced: list[int] = []
     pushes: list[dict[str, Any]] = []
-    for u in done:
-        if State(u.state) in WAITING_STATES:
+    for u, target in done:
+        if target.waiting:
             due = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else u.event.at_ms
             wakes.due(due)
         e = u.event
@@ -496,13 +520,14 @@ def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> li
     if pushes:
         conn.execute(APPLY_PUSHES_SQL, _json(pushes))
     early = _match_early_reports(
-        conn, [u for u in done if State(u.state) is State.SUBMITTED and u.message_id in replaced]
+        conn,
+        [u for u, t in done if t.state is State.SUBMITTED and u.message_id in replaced],
     )
     results: list[Applied] = []
-    for u in updates:
+    for u, target in zip(updates, targets, strict=True):
         if u.message_id in changed:
             results.append(
-                Applied(True, State(u.state), changed[u.message_id], early.get(u.message_id, ()))
+                Applied(True, target.state, changed[u.message_id], early.get(u.message_id, ()))
             )
         else:
             state, appid = stale[u.message_id]
