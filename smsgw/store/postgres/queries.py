@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import attrs
-from psycopg import Connection
+from psycopg import Connection, OperationalError, errors, pq
 from psycopg.rows import TupleRow
 
 from smsgw.carriers.base import MobileOriginated
@@ -577,15 +577,29 @@ def part_lock_keys(part_ids: Iterable[str]) -> frozenset[int]:
     )
 
 
+def bare(conn: Conn, statement: bytes) -> None:
+    """A statement with neither parameters nor rows wanted (BEGIN, COMMIT: twice per group),
+    straight through libpq (`PQexec`, in psycopg's documented `pq` layer): psycopg's cursor
+    machinery cost more Python than the statement. Its errors are psycopg's classes."""
+    result = conn.pgconn.exec_(statement)
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return
+    message = (result.error_message or conn.pgconn.error_message).decode(errors="replace")
+    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+    if sqlstate is None:
+        raise OperationalError(message.strip() or "the statement failed")
+    raise errors.lookup(sqlstate.decode())(message.strip())
+
+
 def begin(conn: Conn, keys: Iterable[int]) -> None:
     """BEGIN and lock these part id keys, in ascending order (so two transactions locking
     overlapping sets cannot deadlock on them), before anything else: one round trip, as
     one simple query (no parameters: the keys are integers made by `part_lock_keys`)."""
     ordered = sorted(keys)
     if not ordered:
-        conn.execute(b"BEGIN")
+        bare(conn, b"BEGIN")
         return
-    conn.execute(LOCK_PART_IDS_SQL.format(PART_LOCK_CLASS, ",".join(map(str, ordered))).encode())
+    bare(conn, LOCK_PART_IDS_SQL.format(PART_LOCK_CLASS, ",".join(map(str, ordered))).encode())
 
 
 def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int, bool] | None:

@@ -192,10 +192,7 @@ class Writer(GroupCommits):
                     wakes = Wakes()
                     self._run_isolated(conn, group, wakes)
                 committing = True
-                if wakes:
-                    conn.execute(notify_and_commit(conn, wakes.payload()))
-                else:
-                    conn.execute("COMMIT")
+                queries.bare(conn, notify_and_commit(conn, wakes.payload()) if wakes else b"COMMIT")
             except Exception as exc:
                 if not _lost(conn):
                     with contextlib.suppress(psycopg.Error):
