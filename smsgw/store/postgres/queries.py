@@ -588,7 +588,11 @@ def bare(conn: Conn, statement: bytes) -> None:
     sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
     if sqlstate is None:
         raise OperationalError(message.strip() or "the statement failed")
-    raise errors.lookup(sqlstate.decode())(message.strip())
+    try:
+        error = errors.lookup(sqlstate.decode())
+    except KeyError:  # a code psycopg does not know
+        error = errors.DatabaseError
+    raise error(message.strip())
 
 
 def begin(conn: Conn, keys: Iterable[int]) -> None:

@@ -522,3 +522,25 @@ async def test_a_pushed_frame_is_recorded_at_once_on_a_connection_of_its_own(
         for msgid in ("m1", "m2"):
             (history,) = await store.history(msgid)
             assert [p.state for p in history.pushes] == [PushState.DONE]
+
+
+def test_a_bare_statement_fails_with_psycopgs_error_classes(pg_url: str) -> None:
+    """BEGIN and COMMIT go straight through libpq: a failure must still say what it was,
+    since a rolled-back group (class 40) is run again and a lost connection reconnects."""
+    import psycopg
+    from psycopg import errors
+
+    from smsgw.store.postgres import queries
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        queries.bare(conn, b"BEGIN")
+        with pytest.raises(errors.DivisionByZero) as division:
+            queries.bare(conn, b"SELECT 1 / 0")
+        assert division.value.sqlstate == "22012"
+        with pytest.raises(errors.InFailedSqlTransaction):
+            queries.bare(conn, b"SELECT 1")
+        queries.bare(conn, b"ROLLBACK")
+        sql(pg_url, f"SELECT pg_terminate_backend({conn.info.backend_pid})")
+        with pytest.raises(psycopg.OperationalError):
+            queries.bare(conn, b"BEGIN")
+        assert conn.closed  # the writer sees the connection lost
