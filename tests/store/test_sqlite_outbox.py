@@ -20,6 +20,7 @@ from smsgw.store import (
     PushState,
     SqliteStore,
     State,
+    Store,
 )
 from smsgw.store.sqlite import migrate
 from tests.store.conftest import NOW, OWNER, new_message
@@ -28,7 +29,7 @@ RETRY = 60_000
 
 
 async def final_with_pushes(
-    store: SqliteStore, msgid: str, appid: str = "app1", at_ms: int = NOW, kinds: str = "A002"
+    store: Store, msgid: str, appid: str = "app1", at_ms: int = NOW, kinds: str = "A002"
 ) -> list[PushRecord]:
     """Store a message, claim it, fail it finally with one push per kind; return the pushes."""
     assert await store.insert_messages([new_message(msgid, appid=appid)], NOW) == [True]

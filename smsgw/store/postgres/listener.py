@@ -2,10 +2,11 @@
 
 One autocommit connection LISTENs on the channel; the task sleeps in
 `trio.lowlevel.wait_readable` on its socket (no thread), then drains what arrived without
-blocking (`notifies(timeout=0)`). Notifications from this process's own writer are skipped:
-it already woke its own parts. A lost connection is reopened with a growing pause, and on
-every (re)connect everything is woken once, because notifications sent meanwhile are lost;
-the pipeline's and the pusher's polling remain the fallback throughout.
+blocking (`notifies(timeout=0)`), at most every `DRAIN_EVERY_S`. Notifications from this
+process's own writer are skipped: it already woke its own parts. A lost connection is
+reopened with a growing pause, and on every (re)connect everything is woken once, because
+notifications sent meanwhile are lost; the pipeline's and the pusher's polling remain the
+fallback throughout.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ RETRY_MAX_S: Final = 10.0
 # socket that never becomes readable when keepalives are off).
 CHECK_EVERY_S: Final = 30.0
 RECONNECT_WAKE: Final = Wake(0, (), all_apps=True)
+# After a drain, what arrives meanwhile waits this long for the next: every commit group of
+# this process's own writer comes back here too, and under load a wake of the event loop per
+# group cost it more than this delay costs the other gateways.
+DRAIN_EVERY_S: Final = 0.02
 
 
 class Listener:
@@ -96,3 +101,4 @@ class Listener:
                     continue
                 self.received += 1
                 self._deliver(decode(notify.payload))
+            await trio.sleep(DRAIN_EVERY_S)

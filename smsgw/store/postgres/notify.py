@@ -10,6 +10,7 @@ import json
 from typing import Final
 
 import attrs
+from psycopg import Connection, pq
 
 from smsgw.store.wake import Wake
 
@@ -36,6 +37,13 @@ class Wakes:
     def payload(self) -> str:
         apps: list[str] | str = sorted(self.apps) if len(self.apps) <= MAX_APPS else "*"
         return json.dumps({"due": self.due_ms, "push": apps}, separators=(",", ":"))
+
+
+def notify_and_commit(conn: Connection[object], payload: str) -> bytes:
+    """The group's NOTIFY and its COMMIT as one simple query, one round trip; the payload
+    quoted by libpq (built here rather than composed by psycopg.sql: once per group)."""
+    literal = pq.Escaping(conn.pgconn).escape_literal(payload.encode())
+    return b"SELECT pg_notify('" + CHANNEL.encode() + b"', " + literal + b"); COMMIT"
 
 
 def decode(payload: str) -> Wake:

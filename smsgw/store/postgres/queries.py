@@ -12,7 +12,8 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from psycopg import Connection
+import attrs
+from psycopg import Connection, OperationalError, errors, pq
 from psycopg.rows import TupleRow
 
 from smsgw.carriers.base import MobileOriginated
@@ -51,6 +52,13 @@ Conn = Connection[TupleRow]
 Key = tuple[int, int]  # a part: message id, part number
 
 WAITING: Final = "state IN ('accepted', 'scheduled')"  # the text of the messages_due index
+
+# The writer's statements join a group's rows (json_to_recordset, which the planner always
+# guesses at 100 rows) to the tables by key. With the tables' statistics behind their growth
+# and every row cached, the planner chose hash joins over a sequential scan of all of
+# `messages` (dead versions included) for each apply: most of the server's CPU under load.
+# Index lookups are what every one of them needs, whatever the tables' size.
+WRITER_SETTINGS: Final = b"SET enable_hashjoin TO off; SET enable_mergejoin TO off"
 
 # One statement per group for every accept of the group: the rows in, the keys of those that
 # were new out. ON CONFLICT DO NOTHING also skips a repeat later in the same group; rows go in
@@ -95,10 +103,10 @@ APPLY_UPDATE_SQL: Final = (
     " stat = COALESCE(r.s, m.stat), error = CASE WHEN r.clr THEN NULL ELSE COALESCE(r.e, m.error)"
     " END, owner = CASE WHEN r.keep THEN m.owner END"
     " FROM json_to_recordset(%s::json) AS r(id bigint, st text, a integer, due bigint,"
-    " c text, sub bigint, fin bigint, s text, clr boolean, e text, keep boolean, src json,"
+    " c text, sub bigint, fin bigint, s text, clr boolean, e text, keep boolean, src text[],"
     " exp text, own text) WHERE m.id = r.id"
     # Compare-and-set: from a state the lifecycle allows, the expected one, the owner's.
-    " AND m.state IN (SELECT json_array_elements_text(r.src))"
+    " AND m.state = ANY(r.src)"
     " AND (r.exp IS NULL OR m.state = r.exp) AND (r.own IS NULL OR m.owner = r.own)"
     " RETURNING m.id, m.appid)"
     " SELECT COALESCE(json_agg(json_build_array(id, appid)), '[]')::text FROM changed"
@@ -159,11 +167,11 @@ _ORPHANED: Final = (
 TAKE_PART_REPORTS_SQL: Final = (
     "WITH r AS (SELECT * FROM ROWS FROM (json_to_recordset(%s::json) AS (c text, d boolean,"
     " s text, at bigint)) WITH ORDINALITY AS r(c, d, s, at, n)),"
-    " target AS (SELECT DISTINCT ON (r.n) r.n, p.message_id, p.part_no FROM r"
+    " target AS (SELECT DISTINCT ON (r.n) r.n, r.d, r.s, r.at, p.message_id, p.part_no FROM r"
     " JOIN message_parts p ON p.carrier_msgid = r.c AND NOT p.reported"
     " ORDER BY r.n, p.message_id DESC),"
-    " taken AS (UPDATE message_parts p SET reported = true, delivered = r.d, stat = r.s,"
-    " reported_at = r.at FROM target t JOIN r ON r.n = t.n"
+    " taken AS (UPDATE message_parts p SET reported = true, delivered = t.d, stat = t.s,"
+    " reported_at = t.at FROM target t"
     " WHERE (p.message_id, p.part_no) = (t.message_id, t.part_no) AND NOT p.reported"
     " RETURNING t.n, p.message_id, p.part_no)"
     " SELECT COALESCE(json_agg(json_build_array(n, message_id, part_no)), '[]')::text FROM taken"
@@ -397,28 +405,51 @@ def _one_json(conn: Conn, sql: str, params: tuple[Any, ...]) -> Any:
     return json.loads(found[0] if found else "[]")
 
 
+@attrs.frozen
+class _Target:
+    """What an update to this state sends along, worked out once."""
+
+    state: State
+    sources: list[str]  # the states it may come from (compare-and-set)
+    waiting: bool
+    final: bool
+    owned: bool
+
+
+_TARGETS: Final = {
+    state: _Target(
+        state,
+        sorted(source.value for source in sources),
+        state in WAITING_STATES,
+        state in FINAL_STATES,
+        state in OWNED_STATES,
+    )
+    for state, sources in PREDECESSORS.items()
+}
+
+
 def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> list[Applied]:
     rows: list[dict[str, Any]] = []
-    for u in updates:
-        state = State(u.state)
+    targets = [_TARGETS[State(u.state)] for u in updates]
+    for u, target in zip(updates, targets, strict=True):
         at_ms = u.event.at_ms
         next_attempt_at: int | None = None
-        if state in WAITING_STATES:
+        if target.waiting:
             next_attempt_at = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else at_ms
         rows.append(
             {
                 "id": u.message_id,
-                "st": state.value,
+                "st": target.state.value,
                 "a": u.attempts,
                 "due": next_attempt_at,
                 "c": u.carrier_msgid,
                 "sub": u.submitted_at_ms,
-                "fin": at_ms if state in FINAL_STATES else None,
+                "fin": at_ms if target.final else None,
                 "s": u.stat,
                 "clr": u.clear_error,
                 "e": u.error,
-                "keep": state in OWNED_STATES,
-                "src": sorted(source.value for source in PREDECESSORS[state]),
+                "keep": target.owned,
+                "src": target.sources,
                 "exp": None if u.expected is None else State(u.expected).value,
                 "own": u.owner,
             }
@@ -434,13 +465,13 @@ def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> li
     for message_id in stale_ids:
         if message_id not in stale:
             raise UnknownMessage(message_id)
-    done = [u for u in updates if u.message_id in changed]
+    done = [(u, t) for u, t in zip(updates, targets, strict=True) if u.message_id in changed]
     events: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     replaced: list[int] = []
     pushes: list[dict[str, Any]] = []
-    for u in done:
-        if State(u.state) in WAITING_STATES:
+    for u, target in done:
+        if target.waiting:
             due = u.next_attempt_at_ms if u.next_attempt_at_ms is not None else u.event.at_ms
             wakes.due(due)
         e = u.event
@@ -489,13 +520,14 @@ def _apply_run(conn: Conn, updates: Sequence[MessageUpdate], wakes: Wakes) -> li
     if pushes:
         conn.execute(APPLY_PUSHES_SQL, _json(pushes))
     early = _match_early_reports(
-        conn, [u for u in done if State(u.state) is State.SUBMITTED and u.message_id in replaced]
+        conn,
+        [u for u, t in done if t.state is State.SUBMITTED and u.message_id in replaced],
     )
     results: list[Applied] = []
-    for u in updates:
+    for u, target in zip(updates, targets, strict=True):
         if u.message_id in changed:
             results.append(
-                Applied(True, State(u.state), changed[u.message_id], early.get(u.message_id, ()))
+                Applied(True, target.state, changed[u.message_id], early.get(u.message_id, ()))
             )
         else:
             state, appid = stale[u.message_id]
@@ -545,15 +577,33 @@ def part_lock_keys(part_ids: Iterable[str]) -> frozenset[int]:
     )
 
 
+def bare(conn: Conn, statement: bytes) -> None:
+    """A statement with neither parameters nor rows wanted (BEGIN, COMMIT: twice per group),
+    straight through libpq (`PQexec`, in psycopg's documented `pq` layer): psycopg's cursor
+    machinery cost more Python than the statement. Its errors are psycopg's classes."""
+    result = conn.pgconn.exec_(statement)
+    if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        return
+    message = (result.error_message or conn.pgconn.error_message).decode(errors="replace")
+    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
+    if sqlstate is None:
+        raise OperationalError(message.strip() or "the statement failed")
+    try:
+        error = errors.lookup(sqlstate.decode())
+    except KeyError:  # a code psycopg does not know
+        error = errors.DatabaseError
+    raise error(message.strip())
+
+
 def begin(conn: Conn, keys: Iterable[int]) -> None:
     """BEGIN and lock these part id keys, in ascending order (so two transactions locking
     overlapping sets cannot deadlock on them), before anything else: one round trip, as
     one simple query (no parameters: the keys are integers made by `part_lock_keys`)."""
     ordered = sorted(keys)
     if not ordered:
-        conn.execute(b"BEGIN")
+        bare(conn, b"BEGIN")
         return
-    conn.execute(LOCK_PART_IDS_SQL.format(PART_LOCK_CLASS, ",".join(map(str, ordered))).encode())
+    bare(conn, LOCK_PART_IDS_SQL.format(PART_LOCK_CLASS, ",".join(map(str, ordered))).encode())
 
 
 def find_part(conn: Conn, carrier_msgid: str) -> tuple[int, int, bool] | None:
@@ -690,6 +740,14 @@ def next_push_due_at(conn: Conn, appid: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+# By primary key, one id at a time: `id = ANY(…)` had the planner scan every pending push
+# (a repeated id updates its row once all the same).
+_PUSH_IDS: Final = (
+    "FROM (SELECT value::bigint AS id FROM json_array_elements_text(%s::json)) i"
+    " WHERE p.id = i.id AND p.state = 'pending'"
+)
+
+
 def record_push_result(
     conn: Conn,
     ids: Sequence[int],
@@ -702,17 +760,17 @@ def record_push_result(
     # Only pending pushes change: a late result for a done/abandoned push is ignored.
     if ok:
         conn.execute(
-            "UPDATE pushes SET state = 'done', attempts = attempts + 1, updated_at = %s"
-            " WHERE id = ANY(%s) AND state = 'pending'",
-            (now_ms, list(ids)),
+            "UPDATE pushes p SET state = 'done', attempts = p.attempts + 1, updated_at = %s"
+            f" {_PUSH_IDS}",
+            (now_ms, json.dumps(list(ids))),
         )
     else:
         conn.execute(
-            "UPDATE pushes SET attempts = attempts + 1,"
-            " state = CASE WHEN attempts + 1 >= %s THEN 'abandoned' ELSE 'pending' END,"
-            " next_attempt_at = %s, last_error = COALESCE(%s, last_error), updated_at = %s"
-            " WHERE id = ANY(%s) AND state = 'pending'",
-            (max_attempts, retry_at_ms, error, now_ms, list(ids)),
+            "UPDATE pushes p SET attempts = p.attempts + 1,"
+            " state = CASE WHEN p.attempts + 1 >= %s THEN 'abandoned' ELSE 'pending' END,"
+            " next_attempt_at = %s, last_error = COALESCE(%s, p.last_error), updated_at = %s"
+            f" {_PUSH_IDS}",
+            (max_attempts, retry_at_ms, error, now_ms, json.dumps(list(ids))),
         )
 
 

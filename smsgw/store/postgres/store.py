@@ -4,6 +4,8 @@ psycopg's asynchronous API needs asyncio, so the store drives its synchronous AP
 worker threads: writes through `Writer` (one thread hop per group commit), reads on a small
 pool of connections under a `trio.CapacityLimiter` (one hop per read, each read one
 read-only REPEATABLE READ transaction), wake-ups from other gateways through `Listener`.
+The one exception to group commits: a pushed frame's acknowledgement, idempotent, is
+recorded at once on a connection of its own (`_write_alone`).
 
 Read-only (`smsgw status`, `smsgw inbox`): no writer, no migration, no LISTEN; a database
 without smsgw's schema, or of another schema version, is refused with one line.
@@ -96,6 +98,8 @@ class PostgresStore:
         )
         self._read_limiter = trio.CapacityLimiter(readers)
         self._idle_readers: list[queries.Conn] = []
+        self._alone_lock = trio.Lock()
+        self._idle_alone: list[queries.Conn] = []  # `_write_alone`'s connection
         self._started = False
         self._running = False
 
@@ -133,6 +137,7 @@ class PostgresStore:
             row = conn.execute("SHOW synchronous_commit").fetchone()
             if row is not None and row[0] == "off":
                 conn.execute("SET synchronous_commit TO on")
+            conn.execute(queries.WRITER_SETTINGS)
         except BaseException:
             conn.close()
             raise
@@ -181,7 +186,8 @@ class PostgresStore:
 
     def _close_readers(self) -> None:
         readers, self._idle_readers = self._idle_readers, []
-        for conn in readers:
+        alone, self._idle_alone = self._idle_alone, []
+        for conn in readers + alone:
             conn.close()
 
     # ------------------------------------------------------------------ lifecycle
@@ -222,18 +228,40 @@ class PostgresStore:
         if not self._running:
             raise StoreClosed("the store is not running")
         async with self._read_limiter:
-            return await trio.to_thread.run_sync(self._read_in_thread, fn)
+            return await trio.to_thread.run_sync(
+                self._on_pooled, self._idle_readers, self._open_reader, fn, "read"
+            )
 
-    def _read_in_thread(self, fn: ReadFn[T]) -> T:
-        # A pooled connection may have died with a server restart since its last use: a
-        # read is retried once on a fresh one.
+    async def _write_alone(self, fn: ReadFn[T]) -> T:
+        """An idempotent write, outside the commit groups: on a connection of its own (in
+        autocommit, so durable when it returns), one at a time."""
+        if not self._running:
+            raise StoreClosed("the store is not running")
+        self._writable()
+        async with self._alone_lock:
+            return await trio.to_thread.run_sync(
+                self._on_pooled, self._idle_alone, self._open_writer, fn, "write"
+            )
+
+    def _on_pooled(
+        self,
+        pool: list[queries.Conn],
+        open_conn: Callable[[], queries.Conn],
+        fn: ReadFn[T],
+        what: str,
+    ) -> T:
+        # A pooled connection may have died with a server restart since its last use: the
+        # work is run again once on a fresh one (reads, idempotent writes).
         for attempt in (1, 2):
-            conn = self._idle_readers.pop() if self._idle_readers else None
+            conn = pool.pop() if pool else None
             try:
                 if conn is None:
-                    conn = self._open_reader()
-                with conn.transaction():
+                    conn = open_conn()
+                if conn.autocommit:
                     result = fn(conn)
+                else:
+                    with conn.transaction():
+                        result = fn(conn)
             except psycopg.Error as exc:
                 lost = conn is None or conn.closed or conn.broken
                 if conn is not None:
@@ -241,9 +269,9 @@ class PostgresStore:
                         conn.close()
                 if lost and attempt == 1:
                     continue
-                raise StoreError(f"read failed: {self._describe(exc)}") from None
+                raise StoreError(f"{what} failed: {self._describe(exc)}") from None
             if self._running:
-                self._idle_readers.append(conn)
+                pool.append(conn)
             else:
                 conn.close()
             return result
@@ -387,12 +415,17 @@ class PostgresStore:
         if not push_ids:
             return
         ids = tuple(push_ids)
-        await self._write(
-            lambda conn, wakes: queries.record_push_result(
-                conn, ids, ok, error, now_ms, max_attempts, retry_at_ms
-            ),
-            weight=len(ids),
-        )
+
+        def record(conn: queries.Conn) -> None:
+            queries.record_push_result(conn, ids, ok, error, now_ms, max_attempts, retry_at_ms)
+
+        if ok:
+            # Only pending pushes change, so recording a success twice is harmless: it goes
+            # at once, rather than behind the commit group in flight and then in the next,
+            # which the pusher (one frame in flight per app) waited for on every round.
+            await self._write_alone(record)
+            return
+        await self._write(lambda conn, wakes: record(conn), weight=len(ids))
 
     # ------------------------------------------------------------------ queries
 

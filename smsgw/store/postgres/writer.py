@@ -26,7 +26,6 @@ from typing import Any, Final, TypeVar, cast
 import attrs
 import psycopg
 import trio
-from psycopg import sql
 
 from smsgw.store.base import (
     Applied,
@@ -38,7 +37,7 @@ from smsgw.store.base import (
 )
 from smsgw.store.group import GroupCommits, QueuedOp
 from smsgw.store.postgres import queries
-from smsgw.store.postgres.notify import CHANNEL, Wakes
+from smsgw.store.postgres.notify import Wakes, notify_and_commit
 
 log = logging.getLogger("smsgw.store.postgres")
 
@@ -193,11 +192,7 @@ class Writer(GroupCommits):
                     wakes = Wakes()
                     self._run_isolated(conn, group, wakes)
                 committing = True
-                if wakes:  # with the COMMIT: one round trip (simple query, values quoted)
-                    notify = sql.SQL("SELECT pg_notify({}, {}); COMMIT")
-                    conn.execute(notify.format(CHANNEL, wakes.payload()))
-                else:
-                    conn.execute("COMMIT")
+                queries.bare(conn, notify_and_commit(conn, wakes.payload()) if wakes else b"COMMIT")
             except Exception as exc:
                 if not _lost(conn):
                     with contextlib.suppress(psycopg.Error):

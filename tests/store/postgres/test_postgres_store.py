@@ -17,6 +17,7 @@ from smsgw.store import (
     EventKind,
     MessageUpdate,
     PartReport,
+    PushState,
     State,
     StoreError,
     UnknownMessage,
@@ -24,6 +25,7 @@ from smsgw.store import (
 from tests.store.conftest import NOW, new_message, settle
 from tests.store.postgres.conftest import postgres_store
 from tests.store.test_sqlite_inbound import LEGACY_ROWS, legacy_mo, mo
+from tests.store.test_sqlite_outbox import final_with_pushes
 
 if TYPE_CHECKING:
     from smsgw.store.postgres import PostgresStore
@@ -470,3 +472,75 @@ async def test_a_group_holds_at_most_max_group_locks(pg_url: str, nursery: trio.
             assert outcomes[name] == [None] * size  # no parts yet: stored as early reports
         assert store.commit_count == before + 1 + 3
         assert sql(pg_url, "SELECT count(*) FROM early_reports") == [(9,)]
+
+
+async def test_the_writer_finds_a_groups_rows_by_key_whatever_the_statistics(
+    store: PostgresStore,
+) -> None:
+    """Statistics taken while the table was small, rows added since, every page cached: the
+    planner's own choice for the writer's joins was a hash join over a scan of every row."""
+    import json
+
+    from smsgw.store.postgres import queries
+
+    await store.insert_messages([new_message(f"m{n}") for n in range(200)], NOW)
+    await store.writer.write(lambda conn, wakes: conn.execute("ANALYZE messages"))
+    await store.insert_messages([new_message(f"n{n}") for n in range(3_000)], NOW)
+    claimed = await store.claim_due(NOW, 300, owner="a")
+    rows = [{"id": row.id, "st": "submitting", "src": ["queued"], "keep": True} for row in claimed]
+
+    def explain(conn: queries.Conn, wakes: object) -> str:
+        statement = b"EXPLAIN " + queries.APPLY_UPDATE_SQL.encode()
+        plan = conn.execute(statement, (json.dumps(rows),))
+        return "\n".join(str(line[0]) for line in plan.fetchall())
+
+    plan = await store.writer.write(explain)
+    assert "Index Scan using messages_pkey" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_a_pushed_frame_is_recorded_at_once_on_a_connection_of_its_own(
+    pg_url: str, nursery: trio.Nursery
+) -> None:
+    async with running(pg_url) as store:
+        first = await final_with_pushes(store, "m1")
+        second = await final_with_pushes(store, "m2")
+        gate = await hold_writer(store, nursery)
+        try:  # not behind the commit group in flight
+            with trio.fail_after(10):
+                await store.record_push_result([p.id for p in first], True, None, NOW, 3, NOW)
+        finally:
+            gate.release.set()
+        assert [p.msgid for p in await store.due_pushes("app1", NOW, 10)] == ["m2"]
+        # Its connection lost since (a server restart): recorded on a new one.
+        sql(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        await store.record_push_result([p.id for p in second], True, None, NOW, 3, NOW)
+        for msgid in ("m1", "m2"):
+            (history,) = await store.history(msgid)
+            assert [p.state for p in history.pushes] == [PushState.DONE]
+
+
+def test_a_bare_statement_fails_with_psycopgs_error_classes(pg_url: str) -> None:
+    """BEGIN and COMMIT go straight through libpq: a failure must still say what it was,
+    since a rolled-back group (class 40) is run again and a lost connection reconnects."""
+    import psycopg
+    from psycopg import errors
+
+    from smsgw.store.postgres import queries
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        queries.bare(conn, b"BEGIN")
+        with pytest.raises(errors.DivisionByZero) as division:
+            queries.bare(conn, b"SELECT 1 / 0")
+        assert division.value.sqlstate == "22012"
+        with pytest.raises(errors.InFailedSqlTransaction):
+            queries.bare(conn, b"SELECT 1")
+        queries.bare(conn, b"ROLLBACK")
+        sql(pg_url, f"SELECT pg_terminate_backend({conn.info.backend_pid})")
+        with pytest.raises(psycopg.OperationalError):
+            queries.bare(conn, b"BEGIN")
+        assert conn.closed  # the writer sees the connection lost
