@@ -4,6 +4,7 @@ lock, and checkpoints kept out of its commits."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,23 @@ async def test_an_idle_store_does_not_checkpoint(db_path: Path, nursery: trio.Nu
     await wait_until(lambda: store.checkpoints > 0, timeout=10, interval=0.01, what="checkpoint")
     await trio.sleep(0.3)  # thirty intervals without a commit
     assert store.checkpoints == 1
+
+
+async def test_commits_made_while_the_checkpointer_opens_are_checkpointed(
+    db_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine the checkpointer's connection may open after the first commits:
+    they must not be taken for checkpointed ones."""
+    store = SqliteStore(str(db_path), checkpoint_interval=0.01)
+    opened = threading.Event()
+    open_checkpointer = store._open_checkpointer
+
+    def slow_open() -> sqlite3.Connection:
+        opened.wait(10)
+        return open_checkpointer()
+
+    monkeypatch.setattr(store, "_open_checkpointer", slow_open)
+    await nursery.start(store.run)
+    await store.insert_messages([new_message("m1")], NOW)
+    opened.set()
+    await wait_until(lambda: store.checkpoints > 0, timeout=10, interval=0.01, what="checkpoint")

@@ -126,7 +126,7 @@ class GroupWriter(GroupCommits):
         try:
             self._running = True
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._checkpoint_loop)
+                nursery.start_soon(self._checkpoint_loop, self.commit_count)
                 task_status.started()
                 await self._commit_groups()
         finally:
@@ -197,10 +197,11 @@ class GroupWriter(GroupCommits):
 
     # ------------------------------------------------------------------ checkpoints
 
-    async def _checkpoint_loop(self) -> None:
+    async def _checkpoint_loop(self, checkpointed: int) -> None:
+        """`checkpointed`: the commit count already in the database file. Taken when the
+        writer starts, not after this connection is open: commits made meanwhile count."""
         conn = await trio.to_thread.run_sync(self._open_checkpointer)
         try:
-            checkpointed = self.commit_count
             while True:
                 await trio.sleep(self.checkpoint_interval)
                 if self.commit_count == checkpointed:
