@@ -14,7 +14,6 @@ import json
 import multiprocessing
 import os
 import re
-import resource
 import subprocess
 import sys
 import threading
@@ -116,10 +115,14 @@ def _closed_loop(args: tuple[int, int, int, float, int, int | None]) -> LoadResu
                 nursery.start_soon(connection, slot, started + seconds)
         return trio.current_time() - started
 
-    cpu = _own_cpu()
+    cpu = cpu_seconds(os.getpid())
     elapsed = trio.run(main)
     return LoadResult(
-        counts["ok"], counts["ok"] * items, counts["err"], elapsed, cpu_seconds=_own_cpu() - cpu
+        counts["ok"],
+        counts["ok"] * items,
+        counts["err"],
+        elapsed,
+        cpu_seconds=cpu_seconds(os.getpid()) - cpu,
     )
 
 
@@ -149,7 +152,7 @@ def _open_loop(args: tuple[int, int, float, float, int | None]) -> LoadResult:
                 nursery.start_soon(one, n, scheduled)
         return trio.current_time() - started
 
-    cpu = _own_cpu()
+    cpu = cpu_seconds(os.getpid())
     elapsed = trio.run(main)
     return LoadResult(
         len(latencies),
@@ -157,13 +160,8 @@ def _open_loop(args: tuple[int, int, float, float, int | None]) -> LoadResult:
         errors[0],
         elapsed,
         tuple(latencies),
-        cpu_seconds=_own_cpu() - cpu,
+        cpu_seconds=cpu_seconds(os.getpid()) - cpu,
     )
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _merge(results: list[LoadResult]) -> LoadResult:

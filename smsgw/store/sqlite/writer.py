@@ -38,9 +38,9 @@ from smsgw.store.base import CommitFailed, StoreClosed, StoreError
 from smsgw.store.group import GroupCommits, QueuedOp
 from smsgw.store.sqlite.schema import SCHEMA_VERSION, migrate, schema_version
 
-T = TypeVar("T")
-
 log = logging.getLogger("smsgw.store")
+
+T = TypeVar("T")
 OpFn = Callable[[sqlite3.Connection], T]
 
 DEFAULT_MAX_GROUP_OPS: Final = 2_000
@@ -224,22 +224,24 @@ class GroupWriter(GroupCommits):
                 await trio.to_thread.run_sync(conn.close)
 
     def _open_checkpointer(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=0
-            )
-            conn.execute("PRAGMA synchronous=FULL")  # the database file fsynced after copying
-        except sqlite3.Error as exc:
-            raise _store_error(f"cannot open SQLite database {self.path!r}", exc) from exc
-        return conn
+        # FULL: the database file is fsynced after the pages are copied into it.
+        return self._connect("PRAGMA synchronous=FULL", timeout=0)
 
     def _open_reader(self) -> sqlite3.Connection:
+        return self._connect("PRAGMA query_only=ON", timeout=BUSY_TIMEOUT_S)
+
+    def _connect(self, *pragmas: str, timeout: float) -> sqlite3.Connection:
+        """A connection besides the writer's, set up by `pragmas`."""
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+                self.path, isolation_level=None, check_same_thread=False, timeout=timeout
             )
-            conn.execute("PRAGMA query_only=ON")
+            for pragma in pragmas:
+                conn.execute(pragma)
         except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
             raise _store_error(f"cannot open SQLite database {self.path!r}", exc) from exc
         return conn
 
